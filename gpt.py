@@ -1,0 +1,736 @@
+"""Improving Language Understanding by Generative Pre-Training (Radford, Narasimhan, Salimans, Sutskever, 2018).
+GPT-1: the first paper of the five, and the template the others are diffs of.
+- A left-to-right language model: causal self-attention, next-token cross-entropy (§3.1).
+- 12-layer post-LN decoder, 768 hidden, 12 heads, FFN 3072, learned positions, tanh GELU (§4.1).
+- BPE on lowercased text, contiguous windows of 512 tokens, tied output embedding (§4.1).
+- Adam with linear warmup then cosine decay, decoupled weight decay 0.01 (§4.1).
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+# --- config ---
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+@dataclass
+class Config:
+    # model
+    vocab_size: int = 40478  # 40,000 BPE merges + base symbols, §4.1
+    max_len: int = 512  # learned position embeddings, §4.1
+    layers: int = 12
+    hidden: int = 768
+    heads: int = 12
+    ffn: int = 3072
+    activation: str = "gelu_new"  # §4.1 "Gaussian Error Linear Unit"; the release uses the tanh form
+    eps: float = 1e-5
+    dropout: float = 0.1  # residual, embedding and attention dropout, §4.1
+    # training
+    seq_len: int = 512  # contiguous windows of 512 tokens, §4.1
+    batch_size: int = 64  # sequences per micro-batch per process; the paper's batch is 64, §4.1
+    grad_accum: int = 1
+    steps: int = 100_000
+    lr: float = 2.5e-4  # §4.1
+    warmup: int = 2000  # linear warmup over 2000 updates, §4.1
+    schedule: str = "cosine"  # annealed to 0 with a cosine schedule, §4.1
+    weight_decay: float = 0.01  # "modified L2" on non-bias, non-gain weights, §4.1
+    betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    clip: float = 1.0
+    log_interval: int = 100
+    eval_interval: int = 1000
+    eval_iters: int = 20
+
+
+PRESETS = {
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
+    "tiny": Config(vocab_size=4096, max_len=128, layers=2, hidden=128, heads=4, ffn=512, dropout=0.0, seq_len=128,
+                   batch_size=32, steps=1000, lr=5e-4, warmup=30, log_interval=50, eval_interval=250, eval_iters=10),
+    # ours: a single-GPU size between tiny and the paper
+    "small": Config(layers=6, hidden=512, heads=8, ffn=2048, batch_size=32, steps=5000, lr=6e-4, warmup=500,
+                    log_interval=50, eval_interval=500),
+    "base": Config(),  # the paper: 116,534,784 parameters
+}
+
+# --- tokenizer ---
+
+SPECIALS = ["<unk>", "<|endoftext|>"]  # the end-of-text token separates documents in the token stream
+
+
+def _configure(tok):
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # lowercased, §4.1
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation, as the release's basic tokenizer
+    tok.decoder = decoders.BPEDecoder(suffix="</w>")
+    return tok
+
+
+def train_tokenizer(docs, cfg):
+    """BPE with an end-of-word marker, as the release's vocabulary (`vocab.json` + `merges.txt`)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = _configure(Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>")))
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, end_of_word_suffix="</w>",
+                                  show_progress=False)
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the openai-gpt `vocab.json` + `merges.txt`."""
+    from tokenizers import Tokenizer, models
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<unk>",
+                                   end_of_word_suffix="</w>")
+        return _configure(Tokenizer(bpe))
+    return None
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+# --- data ---
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in spec.split(","):
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                try:
+                    texts += [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(f"--data: {f} is not JSON lines with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    return {"train": [d for i, d in enumerate(docs) if i not in val], "val": [d for i, d in enumerate(docs) if i in val]}
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for doc in split_docs:
+                    first = len(sents)
+                    for enc in tokenizer.encode_batch(doc, add_special_tokens=False):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        sents.append((n, n + len(ids)))
+                        n += len(ids)
+                    if eod_id is not None:
+                        f.write(np.array([eod_id], dtype=dtype).tobytes())
+                        n += 1
+                    bounds.append((first, len(sents)))
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+def load_data(docs, tokenizer, out):
+    """GPT-1 reads a plain token stream: documents end with <|endoftext|>."""
+    return cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is a random window of seq_len + 1 tokens, drawn by its own generator (seed, i): a batch depends
+    only on which examples it holds, so resuming, accumulating and DDP all see the same data."""
+    tokens, T = data["tokens"], cfg.seq_len
+    if len(tokens) <= T + 1:
+        raise UserError(f"the corpus is too small: a split has {len(tokens)} tokens, a window needs {T + 1}")
+    starts = [np.random.default_rng((seed, int(i))).integers(len(tokens) - T - 1) for i in ids]
+    window = torch.from_numpy(np.stack([tokens[s:s + T + 1] for s in starts]).astype(np.int64))  # (B, T+1)
+    return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets are the inputs shifted by one (bug 10)
+
+
+# --- model ---
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        self.positions = nn.Embedding(cfg.max_len, cfg.hidden)  # learned, not sinusoidal, §4.1
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, H)
+        T = input_ids.shape[1]
+        x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
+        if token_type_ids is not None:  # fine-tuning delimiters are embedded with the token table, §3.3
+            x = x + self.tokens(token_type_ids)
+        return self.drop(x)  # summed, no LayerNorm
+
+
+class Model(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.blocks = nn.ModuleList(
+            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
+            for _ in range(cfg.layers))
+        self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
+        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy (bug class 6)
+        self.apply(self._init)
+        self.tokenizer = None
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)  # N(0, 0.02), §4.1
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
+        mask = common.attention_mask(attention_mask, causal=True)
+        x = self.embeddings(input_ids, token_type_ids)
+        for block in self.blocks:
+            x = block(x, mask, causal=True)
+        return x
+
+    def forward(self, input_ids, targets=None, attention_mask=None):
+        logits = self.head(self.encode(input_ids, attention_mask))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+        """Continue (1, T) ids by sampling; top-k keeps the k likeliest tokens, temperature sharpens or flattens."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(input_ids[:, -self.cfg.max_len:])
+            logits = logits[:, -1].float() / max(temperature, 1e-6)  # (1, V)
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            input_ids = torch.cat([input_ids, nxt], dim=1)
+        return input_ids
+
+    @classmethod
+    def from_pretrained(cls, path, base=None):
+        """An `openai-gpt` folder in the Hugging Face layout (config.json + safetensors or bin, tokenizer files);
+        training settings come from `base` (default: the base preset)."""
+        hf, sd = read_pretrained(path, "openai-gpt")
+        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["n_positions"], layers=hf["n_layer"], hidden=hf["n_embd"],
+                     heads=hf["n_head"], ffn=4 * hf["n_embd"], eps=hf.get("layer_norm_epsilon", 1e-5),
+                     activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"), hf.get("afn")),
+                     dropout=hf.get("resid_pdrop", 0.1))
+        if cfg.activation not in common.ACTIVATIONS:
+            raise UserError(f"{path}: activation {hf.get('afn')!r} is not supported")
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+        names = {"tokens_embed": "embeddings.tokens", "positions_embed": "embeddings.positions", "h.": "blocks.",
+                 "c_attn": "qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj",
+                 "ln_1": "ln1", "ln_2": "ln2"}
+        ours = {}
+        for k, v in sd.items():
+            if k == "lm_head.weight" or k == "position_ids" or re.fullmatch(r"h\.\d+\.attn\.bias", k):
+                continue  # the tied head, and buffers
+            for old, new in names.items():
+                k = k.replace(old, new)
+            conv1d = k.endswith(".weight") and (".attn." in k or ".mlp." in k)
+            ours[k] = v.t() if conv1d else v  # Conv1D stores [in, out], nn.Linear [out, in]
+        model = cls(cfg)
+        load_weights(model, ours, path)
+        model.tokenizer = load_tokenizer(path)
+        return model
+
+
+def read_pretrained(path, model_type):
+    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
+    if hf.get("model_type") != model_type:
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
+    try:
+        if (path / "model.safetensors").exists():
+            from safetensors.torch import load_file
+            sd = load_file(str(path / "model.safetensors"))
+        elif (path / "pytorch_model.bin").exists():
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    return hf, sd
+
+
+def load_weights(model, sd, path, optional=()):
+    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
+    initialisation and are listed in a warning, any other mismatch is an error."""
+    own = model.state_dict()
+    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
+    missing = [k for k in tensors if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
+        raise UserError(f"--from-pretrained {path}: weights do not match the config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+    model.load_state_dict(sd, strict=False)
+    if missing:
+        print(f"warning: {path} has no {', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}: "
+              "freshly initialised", file=sys.stderr)
+
+
+# --- objective ---
+
+
+def compute_loss(model, batch):
+    """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics to log."""
+    _, loss = model(batch["input_ids"], batch["targets"])
+    return loss, {}
+
+
+# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
+
+
+def setup_runtime(args):
+    """Device (CUDA, then MPS, then CPU), autocast dtype, and DDP when launched by torchrun."""
+    ddp = "RANK" in os.environ
+    rank, local, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    name = args.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    device = torch.device(f"cuda:{local}" if name == "cuda" else name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "fp32" if device.type == "cpu" else "bf16" if device.type == "mps" or torch.cuda.is_bf16_supported() else "fp16"
+    if ddp:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
+                              amp=torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype),
+                                                 enabled=dtype != "fp32"))
+
+
+def configure_optimizer(model, cfg, device):
+    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
+
+
+def get_lr(step, cfg):
+    """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
+
+@torch.no_grad()
+def evaluate(model, data, seed, cfg, rt):
+    """Mean validation loss and metrics over the same eval_iters batches every time, with dropout off."""
+    model.eval()
+    totals = {}
+    for i in range(cfg.eval_iters):
+        ids = np.arange(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+        batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
+        with rt.amp:
+            loss, metrics = compute_loss(model, batch)
+        for k, v in {"loss": loss, **metrics}.items():
+            totals[k] = totals.get(k, 0.0) + float(v) / cfg.eval_iters
+    model.train()
+    return {f"val_{k}": v for k, v in totals.items()}
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    tmp = Path(path).with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    if not Path(path).exists():
+        raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or --from-pretrained")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}") from None
+    if not isinstance(state, dict) or state.get("script") != Path(__file__).stem:
+        raise UserError(f"{path} is not a {Path(__file__).stem}.py checkpoint")
+    return state
+
+
+def flops_per_token(model, cfg):
+    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
+    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
+
+def peak_flops(device):
+    """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
+
+def overrides(args):
+    """The training settings given on the command line, validated before anything is written."""
+    given = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr}
+    for name, value in given.items():
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def train(args):
+    """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
+    if args.size not in PRESETS:
+        raise UserError(f"--size {args.size!r} is unknown; choose one of {', '.join(PRESETS)}")
+    out = Path(args.out)
+    ckpt_path = out / "ckpt.pt"
+    state = load_checkpoint(ckpt_path) if args.resume else None
+    if state is None and ckpt_path.exists():
+        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
+    # --from-pretrained: the checkpoint's architecture with the preset's training settings
+    pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
+    cfg = pretrained.cfg if pretrained is not None else cfg
+    docs = read_corpus(args.data)
+    rt = setup_runtime(args)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if rt.ddp and not rt.master:
+        torch.distributed.barrier()  # rank 0 writes the tokenizer and the token cache; the others then read them
+    if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
+        pretrained.tokenizer.save(str(out / "tokenizer.json"))
+    tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
+    if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
+        raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
+                        f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
+    data = load_data(docs, tokenizer, out)
+    if rt.ddp and rt.master:
+        torch.distributed.barrier()
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    model = pretrained if pretrained is not None else Model(cfg)
+    model.tokenizer = tokenizer
+    step, seen = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        step, seen = state["step"], state["seen"]
+    model.to(rt.device)
+    optimizer = configure_optimizer(model, cfg, rt.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and rt.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+    else:
+        torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
+    raw = model
+    if args.compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+    metrics_path = out / "metrics.jsonl"
+    if rt.master:  # on resume, forget what was logged after the checkpoint
+        lines = metrics_path.read_text().splitlines() if state and metrics_path.exists() else []
+        metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+        print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, {len(data['train']['tokens']):,} training "
+              f"tokens, {rt.device} {rt.dtype}, {rt.world} process(es), step {step} of {cfg.steps}")
+
+    def log(record):
+        if not rt.master:
+            return
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}", "eta_s": "eta {:.0f}s"}
+        print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
+
+    def batch_at(seen, micro):
+        """Micro-batch `micro` of the step that starts after `seen` examples: the same global batch for any
+        world size and accumulation, each process taking its own slice."""
+        ids = seen + (micro * W + rt.rank) * B + np.arange(B)
+        batch = get_batch(data["train"], ids, args.seed, cfg)
+        if rt.device.type == "cuda":
+            return {k: v.pin_memory().to(rt.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(rt.device) for k, v in batch.items()}
+
+    B, A, W = cfg.batch_size, cfg.grad_accum, rt.world
+    tokens_per_step = B * A * W * cfg.seq_len
+    peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
+    if step == 0:
+        log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
+    batch = batch_at(seen, 0)
+    sums, t_log, step_log, t_start, step_start, data_time = {}, time.time(), step, time.time(), step, 0.0
+    while step < cfg.steps:
+        lr = get_lr(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(A):
+            with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():  # one all-reduce a step
+                with rt.amp:
+                    loss, metrics = compute_loss(model, batch)
+                scaler.scale(loss / A).backward()
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / A
+            t0 = time.time()
+            last = micro == A - 1
+            batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
+            data_time += time.time() - t0
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step, seen = step + 1, seen + A * W * B
+
+        record = {"step": step}
+        if step % cfg.log_interval == 0 or step == cfg.steps:
+            values = torch.stack(list(sums.values())) / (step - step_log)  # the only host sync of the loop
+            if rt.ddp:
+                torch.distributed.all_reduce(values)
+                values /= W
+            dt, now = time.time() - t_log, time.time()
+            record.update({k: float(v) for k, v in zip(sums, values)}, lr=lr,
+                          tokens_per_s=round((step - step_log) * tokens_per_step / dt))
+            if peak:
+                record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
+            record.update(data_frac=round(data_time / dt, 4), eta_s=(now - t_start) / (step - step_start) * (cfg.steps - step))
+            sums, t_log, step_log, data_time = {}, now, step, 0.0
+        if step % cfg.eval_interval == 0 or step == cfg.steps:
+            record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
+        bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
+        if bad:
+            raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. Lower --lr, "
+                            "or train in --dtype bf16 or fp32 instead of fp16")
+        if len(record) > 1:
+            log(record)
+        if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps):
+            save_checkpoint(ckpt_path, {
+                "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
+                "rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})})
+    if rt.master:
+        print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
+    return raw.eval()
+
+
+def load_model(args):
+    """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
+    if args.from_pretrained:
+        model = Model.from_pretrained(args.from_pretrained)
+        if model.tokenizer is None:
+            raise UserError(f"--from-pretrained {args.from_pretrained}: no tokenizer files")
+        return model.eval()
+    state = load_checkpoint(Path(args.out) / "ckpt.pt")
+    model = Model(Config(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.tokenizer = load_tokenizer(args.out)
+    return model.eval()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", action="store_true", help="pretrain, then run the demo")
+    p.add_argument("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
+    p.add_argument("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
+                                                "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
+    p.add_argument("--out", default=f"runs/{Path(__file__).stem}", help="run folder: tokenizer, token cache, checkpoint, metrics")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process (default: the preset's)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
+    p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    return p
+
+
+def run(main, argv):
+    """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Continue --sample (after training: a fixed prompt) by top-k sampling, reproducible with --seed."""
+    prompt = args.sample if args.sample is not None else "the python interpreter"
+    device = next(model.parameters()).device
+    ids = model.tokenizer.encode(prompt).ids or [model.tokenizer.token_to_id("<|endoftext|>")]
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    out = model.generate(torch.tensor([ids], device=device), args.max_new_tokens, args.temperature, args.top_k, generator)
+    print(model.tokenizer.decode(out[0].tolist()))
+
+
+# --- main ---
+
+
+def main(argv=None):
+    p = build_parser()
+    p.add_argument("--sample", default=None, metavar="PROMPT", help="continue PROMPT with the trained or loaded model")
+    p.add_argument("--max-new-tokens", type=int, default=60, help="length of the continuation")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (0: all)")
+    args = p.parse_args(argv)
+    if not args.train and args.sample is None:
+        p.print_help()
+        return 0
+    if args.size is None:
+        args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
+    model = train(args) if args.train else load_model(args)
+    if int(os.environ.get("RANK", 0)) == 0:
+        demo(model, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, None))

@@ -1,0 +1,46 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small slice of the default corpus as a text file: 60 documents, blank lines between them."""
+    import gpt
+
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n\n".join("\n".join(doc) for doc in gpt.default_corpus()[:60]) + "\n")
+    return path
+
+
+def run_script(*args, cwd=None, env=None):
+    """Run a command in a fresh process; returns the CompletedProcess with text output."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def gpt_tokenizer(corpus, tmp_path_factory):
+    """One tokenizer for every gpt.py run of the suite: BPE training breaks ties between equally frequent pairs
+    differently from run to run, so runs compared with each other must share the run folder's tokenizer."""
+    import gpt
+
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    gpt.train_tokenizer(gpt.split_documents(gpt.read_corpus(str(corpus)))["train"], gpt.PRESETS["tiny"]).save(str(path))
+    return path

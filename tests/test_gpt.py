@@ -1,0 +1,349 @@
+"""gpt.py: parity with Hugging Face, the paper's size, causality, and the training plumbing every script shares."""
+
+import dataclasses
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import gpt
+from conftest import ROOT, run_script
+
+
+def tiny(**changes):
+    return dataclasses.replace(gpt.PRESETS["tiny"], **changes)
+
+
+@pytest.fixture(autouse=True)
+def shared_tokenizer(gpt_tokenizer, monkeypatch):
+    """Runs in this module start from one tokenizer (see conftest.gpt_tokenizer)."""
+    real = gpt.get_tokenizer
+
+    def get_tokenizer(out, docs, cfg):
+        if not (Path(out) / "tokenizer.json").exists() and cfg.vocab_size == gpt.PRESETS["tiny"].vocab_size:
+            shutil.copy(gpt_tokenizer, Path(out) / "tokenizer.json")
+        return real(out, docs, cfg)
+
+    monkeypatch.setattr(gpt, "get_tokenizer", get_tokenizer)
+
+
+def train_args(out, corpus, *extra):
+    return gpt.build_parser().parse_args(["--train", "--size", "tiny", "--device", "cpu", "--out", str(out),
+                                          "--data", str(corpus), *map(str, extra)])
+
+
+def metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- the model against the reference ---
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+    torch.manual_seed(0)
+    hf = OpenAIGPTLMHeadModel(OpenAIGPTConfig(vocab_size=99, n_positions=24, n_embd=32, n_layer=2, n_head=4,
+                                              attn_implementation="eager")).eval()
+    path = tmp_path_factory.mktemp("openai-gpt")
+    hf.save_pretrained(path)
+    return hf, path
+
+
+def test_parity_with_hugging_face(reference):
+    hf, path = reference
+    ours = gpt.Model.from_pretrained(path).eval()
+    ids = torch.randint(0, 99, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 6:] = 0  # right padding
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask, output_hidden_states=True)
+        hidden = ours.encode(ids, mask)
+        logits, _ = ours(ids, attention_mask=mask)
+    real = mask.bool()
+    torch.testing.assert_close(hidden[real], ref.hidden_states[-1][real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[real], ref.logits[real], atol=1e-5, rtol=0)
+    assert ours.num_params() == sum(p.numel() for p in hf.parameters())
+
+
+def test_parity_from_pytorch_model_bin(reference, tmp_path):
+    hf, path = reference
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    torch.save({"transformer." + k: v for k, v in hf.transformer.state_dict().items()}, tmp_path / "pytorch_model.bin")
+    ours = gpt.Model.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 99, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids)[0], hf(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_tokenizer_files_of_the_openai_gpt_layout(corpus, tmp_path):
+    tok = gpt.train_tokenizer(gpt.read_corpus(str(corpus)), tiny())
+    tok.model.save(str(tmp_path))  # vocab.json + merges.txt, as the openai-gpt release
+    loaded = gpt.load_tokenizer(tmp_path)
+    text = "The Python Interpreter raises an exception."
+    assert loaded.encode(text).ids == tok.encode(text).ids
+    assert tok.decode(tok.encode(text).ids) == "the python interpreter raises an exception ."  # words, as GPT-1
+
+
+def test_base_preset_has_the_papers_parameter_count():
+    with torch.device("meta"):
+        model = gpt.Model(gpt.PRESETS["base"])
+    assert model.num_params() == 116_534_784
+    assert model.head.weight is model.embeddings.tokens.weight
+
+
+def test_no_causal_leak():
+    model = gpt.Model(tiny()).eval()
+    ids = torch.randint(0, 4096, (1, 16))
+    changed = ids.clone()
+    changed[0, 9] = (ids[0, 9] + 1) % 4096
+    with torch.no_grad():
+        a, b = model(ids)[0], model(changed)[0]
+    torch.testing.assert_close(a[:, :9], b[:, :9], atol=0, rtol=0)
+    assert not torch.allclose(a[:, 9], b[:, 9])
+
+
+def test_right_padding_leaves_real_positions_unchanged():
+    model = gpt.Model(tiny()).eval()
+    ids = torch.randint(0, 4096, (1, 8))
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1] * 8 + [0] * 4])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(padded, mask)[:, :8], model.encode(ids), atol=1e-6, rtol=0)
+
+
+def test_dropout_is_off_in_eval_and_on_in_training():
+    model = gpt.Model(tiny(dropout=0.1))
+    ids = torch.randint(0, 4096, (2, 16))
+    model.train()
+    assert not torch.equal(model.encode(ids), model.encode(ids))
+    model.eval()
+    assert torch.equal(model.encode(ids), model.encode(ids))
+
+
+def test_evaluation_is_deterministic(corpus, tmp_path):
+    cfg = tiny(dropout=0.1, eval_iters=2, batch_size=4)
+    docs = gpt.read_corpus(str(corpus))
+    tok = gpt.get_tokenizer(tmp_path, docs, cfg)
+    data = gpt.load_data(docs, tok, tmp_path)
+    rt = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu"]))
+    model = gpt.Model(cfg)
+    assert gpt.evaluate(model, data, 1, cfg, rt) == gpt.evaluate(model, data, 1, cfg, rt)
+    assert model.training  # evaluate() puts the model back into training mode
+
+
+def test_learning_rate_schedule():
+    cfg = tiny(lr=1e-3, warmup=10, steps=110)
+    assert gpt.get_lr(0, cfg) == pytest.approx(1e-4)  # never 0 at step 0
+    assert gpt.get_lr(9, cfg) == pytest.approx(1e-3)  # peak at the end of warmup
+    assert gpt.get_lr(60, cfg) == pytest.approx(5e-4)  # cosine: half way down at half of the decay
+    assert gpt.get_lr(110, cfg) == pytest.approx(0.0)
+    assert gpt.get_lr(60, dataclasses.replace(cfg, schedule="linear")) == pytest.approx(5e-4)
+    assert gpt.get_lr(35, dataclasses.replace(cfg, schedule="linear")) == pytest.approx(7.5e-4)
+
+
+def test_windows_are_inputs_shifted_by_one():
+    data = {"tokens": torch.arange(1000).numpy()}
+    batch = gpt.get_batch(data, [0, 1, 2], 0, tiny(seq_len=16))
+    assert torch.equal(batch["targets"][:, :-1], batch["input_ids"][:, 1:])
+    assert torch.equal(batch["targets"], batch["input_ids"] + 1)
+    assert torch.equal(gpt.get_batch(data, [1], 0, tiny(seq_len=16))["input_ids"][0], batch["input_ids"][1])
+
+
+# --- training ---
+
+
+def test_tiny_run_lowers_validation_loss(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=40, log_interval=10, warmup=10, eval_iters=4))
+    gpt.train(train_args(tmp_path, corpus, "--steps", 40))
+    rows = metrics(tmp_path)
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == 40
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0
+    assert {"loss", "lr", "tokens_per_s"} <= rows[-1].keys()
+
+
+def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=4, log_interval=1, eval_iters=2, warmup=3, dropout=0.1))
+    gpt.train(train_args(tmp_path / "straight", corpus, "--steps", 8))
+
+    save = gpt.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if state["step"] == 4:
+            raise KeyboardInterrupt  # killed right after the checkpoint at step 4
+
+    monkeypatch.setattr(gpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        gpt.train(train_args(tmp_path / "resumed", corpus, "--steps", 8))
+    monkeypatch.setattr(gpt, "save_checkpoint", save)
+    gpt.train(train_args(tmp_path / "resumed", corpus, "--steps", 8, "--resume"))
+
+    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == list(range(9))
+    for a, b in zip(straight, resumed):
+        for k in ("loss", "lr", "val_loss"):
+            assert a.get(k) == pytest.approx(b.get(k), abs=1e-6), (a["step"], k)
+
+
+def test_accumulation_equals_one_big_batch(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=3, log_interval=1, eval_iters=2))
+    one = gpt.train(train_args(tmp_path / "one", corpus, "--steps", 3, "--batch-size", 8))
+    acc = gpt.train(train_args(tmp_path / "acc", corpus, "--steps", 3, "--batch-size", 2, "--grad-accum", 4))
+    for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "acc")):
+        assert a.get("loss") == pytest.approx(b.get("loss"), abs=1e-5)
+    for p, q in zip(one.parameters(), acc.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_torchrun_two_processes_equal_one_process(corpus, gpt_tokenizer, tmp_path):
+    for run in ("ddp", "single"):
+        (tmp_path / run).mkdir()
+        shutil.copy(gpt_tokenizer, tmp_path / run / "tokenizer.json")
+    common = ["--train", "--size", "tiny", "--device", "cpu", "--steps", "4", "--data", corpus, "--max-new-tokens", "2"]
+    ddp = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ROOT / "gpt.py", *common,
+                     "--batch-size", "4", "--out", tmp_path / "ddp")
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = run_script(ROOT / "gpt.py", *common, "--batch-size", "8", "--out", tmp_path / "single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b = metrics(tmp_path / "ddp")[-1], metrics(tmp_path / "single")[-1]
+    assert a["step"] == b["step"] == 4
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)  # averaged over both ranks
+    ddp_weights = gpt.load_checkpoint(tmp_path / "ddp" / "ckpt.pt")["model"]
+    for k, v in gpt.load_checkpoint(tmp_path / "single" / "ckpt.pt")["model"].items():
+        torch.testing.assert_close(ddp_weights[k], v, atol=1e-5, rtol=1e-4)
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_iters=1))
+    real = gpt.compute_loss
+    calls = []
+
+    def poisoned(model, batch):
+        loss, m = real(model, batch)
+        calls.append(model.training)
+        return (loss * float("nan") if sum(calls) >= 3 else loss), m  # from the third training step on
+
+    monkeypatch.setattr(gpt, "compute_loss", poisoned)
+    with pytest.raises(gpt.UserError, match="loss became nan at step 3"):
+        gpt.train(train_args(tmp_path, corpus, "--steps", 6))
+    assert gpt.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 2  # the NaN state was never saved
+
+
+def test_bf16_autocast_and_compile_train(corpus, tmp_path):
+    gpt.train(train_args(tmp_path / "bf16", corpus, "--steps", 2, "--dtype", "bf16", "--batch-size", 2))
+    assert metrics(tmp_path / "bf16")[-1]["step"] == 2
+    gpt.train(train_args(tmp_path / "compiled", corpus, "--steps", 2, "--compile", "--batch-size", 2))
+    state = gpt.load_checkpoint(tmp_path / "compiled" / "ckpt.pt")
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
+
+
+@pytest.mark.gpu
+def test_cuda_training_in_bf16_and_fp16(corpus, tmp_path):
+    for dtype in ("bf16", "fp16"):
+        model = gpt.train(train_args(tmp_path / dtype, corpus, "--steps", 4, "--device", "cuda", "--dtype", dtype))
+        assert next(model.parameters()).is_cuda
+        assert metrics(tmp_path / dtype)[-1]["val_loss"] < metrics(tmp_path / dtype)[0]["val_loss"]
+
+
+# --- demo and command line ---
+
+
+def test_sampling_is_reproducible_with_a_seed(corpus, tmp_path, capsys):
+    gpt.train(train_args(tmp_path, corpus, "--steps", 2))
+    argv = ["--out", str(tmp_path), "--sample", "the module", "--max-new-tokens", "12"]
+    outputs = []
+    for seed in (1, 1, 2):
+        capsys.readouterr()
+        assert gpt.run(gpt.main, argv + ["--seed", str(seed)]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2]
+    assert outputs[0].startswith("the module")
+
+
+def test_train_from_pretrained(reference, corpus, gpt_tokenizer, tmp_path):
+    from transformers import OpenAIGPTConfig, OpenAIGPTLMHeadModel
+
+    _, short = reference  # 24 positions: too short for the tiny preset's 128-token windows
+    with pytest.raises(gpt.UserError, match="128 long"):
+        gpt.train(train_args(tmp_path / "short", corpus, "--steps", 2, "--from-pretrained", short))
+    OpenAIGPTLMHeadModel(OpenAIGPTConfig(vocab_size=4096, n_positions=128, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
+        tmp_path / "pre")
+    shutil.copy(gpt_tokenizer, tmp_path / "pre" / "tokenizer.json")
+    model = gpt.train(train_args(tmp_path / "run", corpus, "--steps", 2, "--from-pretrained", tmp_path / "pre"))
+    assert (model.cfg.hidden, model.cfg.layers, model.cfg.steps) == (32, 1, 2)  # its architecture, our settings
+    assert (tmp_path / "run" / "tokenizer.json").read_text() == gpt_tokenizer.read_text()
+    assert metrics(tmp_path / "run")[-1]["step"] == 2
+
+
+def test_help_lists_every_option():
+    out = run_script(ROOT / "gpt.py", "--help")
+    assert out.returncode == 0
+    for flag in ("--train", "--size", "--data", "--out", "--steps", "--batch-size", "--grad-accum", "--lr", "--device",
+                 "--dtype", "--compile", "--resume", "--seed", "--from-pretrained", "--sample", "--temperature", "--top-k"):
+        assert flag in out.stdout
+
+
+def test_data_formats(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.txt").write_text("First sentence. Second one!\nThird line\n\nAnother document.\n")
+    (tmp_path / "b.jsonl").write_text('{"text": "A json document. With two sentences."}\n{"text": "And one more."}\n')
+    docs = gpt.read_corpus(f"{tmp_path / 'a'},{tmp_path / '*.jsonl'}")
+    assert docs == [["First sentence.", "Second one!", "Third line"], ["Another document."],
+                    ["A json document.", "With two sentences."], ["And one more."]]
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda name, config, split: [{"text": f"{name} {config} {split}."}, {"text": ""}]
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    assert gpt.read_corpus("hf:wikitext:wikitext-2-raw-v1") == [["wikitext wikitext-2-raw-v1 train."]]
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(gpt.UserError, match="needs the `datasets` library"):
+        gpt.read_corpus("hf:wikitext")
+
+
+def test_default_corpus_is_documents_of_sentences():
+    docs = gpt.default_corpus()
+    assert len(docs) > 400 and 1_000_000 < sum(len(s) for d in docs for s in d) < 4_000_000
+    assert docs == gpt.default_corpus()  # deterministic order
+    split = gpt.split_documents(docs)
+    assert len(split["val"]) == len(docs) // 20 and not any(d in split["train"] for d in split["val"][:5])
+
+
+BAD_INPUTS = {
+    "missing data": (["--data", "{tmp}/nope.txt"], "no such file"),
+    "empty corpus": (["--data", "{tmp}/empty.txt"], "no text found"),
+    "unknown size": (["--size", "huge"], "--size 'huge' is unknown"),
+    "negative steps": (["--steps", "-3"], "--steps must be positive"),
+    "unreadable pretrained": (["--from-pretrained", "{tmp}/empty_dir"], "no readable config.json"),
+    "wrong model type": (["--from-pretrained", "{tmp}/bert_dir"], "holds a 'bert' model"),
+    "corrupt checkpoint": (["--resume", "--out", "{tmp}/corrupt"], "cannot read checkpoint"),
+    "existing checkpoint": (["--out", "{tmp}/corrupt"], "exists: pass --resume"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_gives_one_clear_line(case, corpus, tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "bert_dir").mkdir()
+    (tmp_path / "bert_dir" / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "ckpt.pt").write_bytes(b"not a checkpoint")
+    argv, message = BAD_INPUTS[case]
+    argv = ["--train", "--device", "cpu", "--data", str(corpus), "--out", str(tmp_path / "run")] + \
+        [a.format(tmp=tmp_path) for a in argv]
+    assert gpt.run(gpt.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "corrupt" / "ckpt.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
+    result = run_script(ROOT / "gpt.py", "--train", "--data", tmp_path / "missing", "--out", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --data: no such file") and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "ckpt.pt").exists()
