@@ -62,13 +62,13 @@ class Config:
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
-    eval_iters: int = 20
+    eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
     "tiny": Config(vocab_size=4096, max_len=128, layers=2, hidden=128, heads=4, ffn=512, dropout=0.0, seq_len=128,
-                   batch_size=32, steps=1000, lr=5e-4, warmup=30, log_interval=50, eval_interval=250, eval_iters=10),
+                   batch_size=32, steps=1000, lr=5e-4, warmup=30, log_interval=50, eval_interval=250, eval_examples=320),
     # ours: a single-GPU size between tiny and the paper
     "small": Config(layers=6, hidden=512, heads=8, ffn=2048, batch_size=32, steps=5000, lr=6e-4, warmup=500,
                     log_interval=50, eval_interval=500),
@@ -252,17 +252,19 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
-def load_data(docs, tokenizer, out):
-    """GPT-1 reads a plain token stream: documents end with <|endoftext|>."""
-    return cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
+def load_data(docs, tokenizer, out, cfg):
+    """GPT-1 reads a plain token stream in which documents end with <|endoftext|>."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
+    for split in data.values():
+        if len(split["tokens"]) <= cfg.seq_len + 1:
+            raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, a window needs {cfg.seq_len + 2}")
+    return data
 
 
 def get_batch(data, ids, seed, cfg):
     """Example `i` is a random window of seq_len + 1 tokens, drawn by its own generator (seed, i): a batch depends
     only on which examples it holds, so resuming, accumulating and DDP all see the same data."""
     tokens, T = data["tokens"], cfg.seq_len
-    if len(tokens) <= T + 1:
-        raise UserError(f"the corpus is too small: a split has {len(tokens)} tokens, a window needs {T + 1}")
     starts = [np.random.default_rng((seed, int(i))).integers(len(tokens) - T - 1) for i in ids]
     window = torch.from_numpy(np.stack([tokens[s:s + T + 1] for s in starts]).astype(np.int64))  # (B, T+1)
     return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets are the inputs shifted by one (bug 10)
@@ -460,16 +462,16 @@ def get_lr(step, cfg):
 
 @torch.no_grad()
 def evaluate(model, data, seed, cfg, rt):
-    """Mean validation loss and metrics over the same eval_iters batches every time, with dropout off."""
+    """Mean validation loss and metrics over the first eval_examples examples of the split, with dropout off."""
     model.eval()
     totals = {}
-    for i in range(cfg.eval_iters):
-        ids = np.arange(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+    for start in range(0, cfg.eval_examples, cfg.batch_size):
+        ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
         batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
         with rt.amp:
             loss, metrics = compute_loss(model, batch)
         for k, v in {"loss": loss, **metrics}.items():
-            totals[k] = totals.get(k, 0.0) + float(v) / cfg.eval_iters
+            totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
     model.train()
     return {f"val_{k}": v for k, v in totals.items()}
 
@@ -540,7 +542,7 @@ def train(args):
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
                         f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
-    data = load_data(docs, tokenizer, out)
+    data = load_data(docs, tokenizer, out, cfg)
     if rt.ddp and rt.master:
         torch.distributed.barrier()
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run on the device machine): the CUDA tests, then short default-corpus training runs
-# whose steady-state log lines give tokens/s and MFU. Prints a short table at the end.
+# of each script named (default: gpt), whose last log line (steady state) gives tokens/s and MFU.
+# Usage: bash benchmarks/gpu_check.sh [gpt] [bert]; prints a short table at the end.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -8,17 +9,23 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, sys; print('torch', torch.__version__, 'python', sys.version.split()[0])" | tee "$OUT/torch.txt"
 python -m pytest -q -m gpu tests 2>&1 | tail -3 | tee "$OUT/pytest_gpu.txt"
-run() {  # name, then gpt.py arguments
-  local name=$1; shift
+run() {  # name, script, then its arguments
+  local name=$1 script=$2; shift 2
   local t0=$(date +%s)
-  timeout 200 python gpt.py --train --out "$OUT/$name" --max-new-tokens 30 "$@" > "$OUT/$name.log" 2>&1
+  timeout 200 python "$script" --train --out "$OUT/$name" "$@" > "$OUT/$name.log" 2>&1
   echo "rc=$? wall=$(( $(date +%s) - t0 ))s" >> "$OUT/$name.log"
 }
-run small_compile --size small --steps 300 --compile
-run base_compile --size base --steps 300 --compile
-run base_eager --size base --steps 200
+for paper in "${@:-gpt}"; do
+  case $paper in
+    gpt) run gpt_small_compile gpt.py --size small --steps 300 --compile --max-new-tokens 30
+         run gpt_base_compile gpt.py --size base --steps 300 --compile --max-new-tokens 30
+         run gpt_base_eager gpt.py --size base --steps 200 --max-new-tokens 30 ;;
+    bert) run bert_small_compile bert.py --size small --steps 300 --compile
+          run bert_base_compile bert.py --size base --steps 300 --compile ;;
+  esac
+done
 echo; echo "== summary (last log line of each run: steady state) =="
-for f in "$OUT"/*.log; do
+for f in "$OUT"/*_*.log; do
   echo "$(basename "$f" .log): $(grep -E '^ +[0-9]+ \| loss' "$f" | tail -1)"
   grep -E '^rc=' "$f"
 done

@@ -127,10 +127,10 @@ def test_dropout_is_off_in_eval_and_on_in_training():
 
 
 def test_evaluation_is_deterministic(corpus, tmp_path):
-    cfg = tiny(dropout=0.1, eval_iters=2, batch_size=4)
+    cfg = tiny(dropout=0.1, eval_examples=16, batch_size=4)
     docs = gpt.read_corpus(str(corpus))
     tok = gpt.get_tokenizer(tmp_path, docs, cfg)
-    data = gpt.load_data(docs, tok, tmp_path)
+    data = gpt.load_data(docs, tok, tmp_path, cfg)
     rt = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu"]))
     model = gpt.Model(cfg)
     assert gpt.evaluate(model, data, 1, cfg, rt) == gpt.evaluate(model, data, 1, cfg, rt)
@@ -159,7 +159,7 @@ def test_windows_are_inputs_shifted_by_one():
 
 
 def test_tiny_run_lowers_validation_loss(corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=40, log_interval=10, warmup=10, eval_iters=4))
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=40, log_interval=10, warmup=10, eval_examples=32))
     gpt.train(train_args(tmp_path, corpus, "--steps", 40))
     rows = metrics(tmp_path)
     assert rows[0]["step"] == 0 and rows[-1]["step"] == 40
@@ -168,7 +168,7 @@ def test_tiny_run_lowers_validation_loss(corpus, tmp_path, monkeypatch):
 
 
 def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=4, log_interval=1, eval_iters=2, warmup=3, dropout=0.1))
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=4, log_interval=1, eval_examples=16, warmup=3, dropout=0.1))
     gpt.train(train_args(tmp_path / "straight", corpus, "--steps", 8))
 
     save = gpt.save_checkpoint
@@ -192,7 +192,7 @@ def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
 
 
 def test_accumulation_equals_one_big_batch(corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=3, log_interval=1, eval_iters=2))
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=3, log_interval=1, eval_examples=16))
     one = gpt.train(train_args(tmp_path / "one", corpus, "--steps", 3, "--batch-size", 8))
     acc = gpt.train(train_args(tmp_path / "acc", corpus, "--steps", 3, "--batch-size", 2, "--grad-accum", 4))
     for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "acc")):
@@ -220,7 +220,7 @@ def test_torchrun_two_processes_equal_one_process(corpus, gpt_tokenizer, tmp_pat
 
 
 def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypatch):
-    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_iters=1))
+    monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_examples=8))
     real = gpt.compute_loss
     calls = []
 

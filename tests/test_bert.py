@@ -1,0 +1,315 @@
+"""bert.py: parity with BertForPreTraining, the paper's sizes, the release's data and masking, NSP, static masks."""
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bert
+
+
+def tiny(**changes):
+    return dataclasses.replace(bert.PRESETS["tiny"], **changes)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(corpus, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bert-tokenizer") / "tokenizer.json"
+    bert.train_tokenizer(bert.split_documents(bert.read_corpus(str(corpus)))["train"], tiny()).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(corpus, tokenizer_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bert-data")
+    shutil.copy(tokenizer_file, out / "tokenizer.json")
+    tok = bert.load_tokenizer(out)
+    return bert.load_data(bert.read_corpus(str(corpus)), tok, out, tiny()), tok
+
+
+def train_args(out, corpus, tokenizer_file, *extra):
+    Path(out).mkdir(parents=True, exist_ok=True)
+    shutil.copy(tokenizer_file, Path(out) / "tokenizer.json")  # runs compared with each other share a tokenizer
+    return bert.build_parser().parse_args(["--train", "--size", "tiny", "--device", "cpu", "--out", str(out),
+                                           "--data", str(corpus), *map(str, extra)])
+
+
+# --- the model against the reference ---
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from transformers import BertConfig, BertForPreTraining
+
+    torch.manual_seed(0)
+    hf = BertForPreTraining(BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=24,
+                                       attn_implementation="eager")).eval()
+    with torch.no_grad():  # a non-trivial decoder bias and LayerNorms, so that mapping mistakes show
+        for name, p in hf.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path_factory.mktemp("bert-ref")
+    hf.save_pretrained(path)
+    return hf, path
+
+
+def inputs():
+    torch.manual_seed(1)
+    ids = torch.randint(5, 99, (2, 12))
+    types = torch.tensor([[0] * 5 + [1] * 7, [0] * 4 + [1] * 4 + [0] * 4])
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 8:] = 0  # padding
+    ids[1, 8:] = 0
+    return ids, mask, types
+
+
+def check_parity(ours, hf):
+    ids, mask, types = inputs()
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+        hidden = ours.encode(ids, mask, types)
+        mlm, nsp = ours(ids, mask, types)
+    real = mask.bool()
+    torch.testing.assert_close(hidden[real], ref.hidden_states[-1][real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mlm[real], ref.prediction_logits[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(nsp, ref.seq_relationship_logits, atol=1e-5, rtol=0)
+
+
+def test_parity_with_bert_for_pretraining(reference):
+    hf, path = reference
+    ours = bert.Model.from_pretrained(path).eval()
+    check_parity(ours, hf)
+    assert ours.num_params() == sum(p.numel() for p in hf.parameters())
+
+
+def test_legacy_checkpoint_names_without_prefix_or_decoder_bias(reference, tmp_path):
+    hf, path = reference
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    sd = {k.removeprefix("bert.").replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+          for k, v in hf.state_dict().items() if k != "cls.predictions.decoder.weight"}
+    sd["embeddings.position_ids"] = torch.arange(24)[None]  # an old buffer, ignored
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    check_parity(bert.Model.from_pretrained(tmp_path).eval(), hf)
+
+
+def test_encoder_only_checkpoint_gets_fresh_heads_and_a_warning(reference, tmp_path, capsys):
+    hf, path = reference
+    hf.bert.save_pretrained(tmp_path)  # a BertModel: no MLM or NSP head
+    ours = bert.Model.from_pretrained(tmp_path).eval()
+    err = capsys.readouterr().err
+    assert "has no head, mlm.dense, mlm.ln, nsp: freshly initialised" in err and "pooler" not in err
+    ids, mask, types = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ours.encode(ids, mask, types)[mask.bool()],
+                                   hf.bert(ids, mask, types).last_hidden_state[mask.bool()], atol=1e-5, rtol=0)
+
+
+def test_vocab_txt_tokenizer(data, tmp_path):
+    _, tok = data
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    (tmp_path / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab))
+    loaded = bert.load_tokenizer(tmp_path)
+    text = "The Interpreter raises an Exception [MASK] here."
+    assert loaded.encode(text).ids == tok.encode(text).ids
+    assert tok.token_to_id("[PAD]") == 0 and tok.encode("[MASK]", add_special_tokens=False).ids == [4]
+
+
+@pytest.mark.parametrize("size, count", [("base", 110_106_428), ("large", 336_226_108)])
+def test_paper_sizes_have_the_reference_parameter_counts(size, count):
+    with torch.device("meta"):
+        model = bert.Model(bert.PRESETS[size])
+    assert model.num_params() == count
+    assert model.head.weight is model.embeddings.tokens.weight
+
+
+def test_small_berts_match_the_reference_classes():
+    from transformers import BertConfig, BertForPreTraining
+
+    for size in ("mini", "small", "medium"):
+        cfg = bert.PRESETS[size]
+        with torch.device("meta"):
+            ref = BertForPreTraining(BertConfig(num_hidden_layers=cfg.layers, hidden_size=cfg.hidden,
+                                                num_attention_heads=cfg.heads, intermediate_size=cfg.ffn))
+            assert bert.Model(cfg).num_params() == sum(p.numel() for p in ref.parameters())
+
+
+def test_padding_leaves_real_positions_unchanged():
+    model = bert.Model(tiny()).eval()
+    ids = torch.randint(5, 4096, (1, 10))
+    types = torch.tensor([[0] * 5 + [1] * 5])
+    padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
+    with torch.no_grad():
+        a = model.encode(ids, None, types)
+        b = model.encode(padded, torch.tensor([[1] * 10 + [0] * 6]), torch.cat([types, torch.zeros(1, 6, dtype=torch.long)], 1))
+    torch.testing.assert_close(b[:, :10], a, atol=1e-5, rtol=0)
+
+
+# --- data and masking ---
+
+
+def test_instances_are_cls_a_sep_b_sep_with_segment_ids(data):
+    split = data[0]["train"]
+    cls_id, sep_id = split["special"][2], split["special"][3]
+    for ids, types in zip(split["input_ids"][:200], split["token_type_ids"][:200]):
+        n = int((ids != 0).sum())
+        seps = np.flatnonzero(ids == sep_id)
+        assert ids[0] == cls_id and len(seps) == 2 and seps[1] == n - 1 and 1 < seps[0] < n - 2
+        assert (types[:seps[0] + 1] == 0).all() and (types[seps[0] + 1:n] == 1).all() and (types[n:] == 0).all()
+
+
+def test_b_follows_a_in_its_document_exactly_when_labelled_so(data):
+    split = data[0]["train"]
+    stream = split["tokens"].astype(np.int32).tobytes()  # the split's sentences, back to back
+    doc_of_sentence = np.repeat(np.arange(len(split["documents"])), np.diff(split["documents"], axis=1)[:, 0])
+
+    def where(ids):
+        """Token positions where `ids` occur in the stream."""
+        needle, found, at = ids.astype(np.int32).tobytes(), [], stream.find(ids.astype(np.int32).tobytes())
+        while at >= 0:
+            found += [at // 4] if at % 4 == 0 else []
+            at = stream.find(needle, at + 1)
+        return found
+
+    def document(position):
+        return doc_of_sentence[np.searchsorted(split["sentences"][:, 1], position, side="right")]
+
+    sep, checked = split["special"][3], [0, 0]
+    for ids, label in zip(split["input_ids"][:300], split["nsp"][:300]):
+        first, second = np.flatnonzero(ids == sep)
+        a, b = where(ids[1:first]), where(ids[first + 1:second])
+        if len(a) != 1 or len(b) != 1:
+            continue  # a segment that occurs twice in the corpus cannot be placed
+        if label == 0:  # the true continuation: after A in A's document (truncation may cut the seam)
+            assert document(a[0]) == document(b[0]) and b[0] > a[0]
+        else:  # a random next segment: from another document
+            assert document(a[0]) != document(b[0])
+        checked[label] += 1
+    assert min(checked) > 50
+
+
+def test_nsp_labels_are_balanced(data):
+    nsp = data[0]["train"]["nsp"]
+    assert len(nsp) > 1000 and 0.4 < nsp.mean() < 0.6
+
+
+def test_masking_statistics(data):
+    split = data[0]["train"]
+    cfg = tiny(max_predictions=1000)  # no cap, to see the 15%
+    rng = np.random.default_rng(0)
+    chosen = candidates = masked = kept = randomised = 0
+    for k in range(2000):
+        ids = split["input_ids"][k % len(split["nsp"])].astype(np.int64)
+        new, labels = bert.mask_tokens(ids, rng, split, cfg)
+        sel = labels != -100
+        assert not np.isin(ids[sel], split["special"]).any()  # never [CLS], [SEP], [PAD]
+        assert (labels[sel] == ids[sel]).all() and (new[~sel] == ids[~sel]).all()
+        assert not np.isin(new[sel & (new != split["mask_id"])], split["special"]).any()  # random tokens: no specials
+        candidates += int((~np.isin(ids, split["special"])).sum())
+        chosen += int(sel.sum())
+        masked += int((new[sel] == split["mask_id"]).sum())
+        kept += int((new[sel] == ids[sel]).sum())
+        randomised += int(((new[sel] != ids[sel]) & (new[sel] != split["mask_id"])).sum())
+    assert chosen / candidates == pytest.approx(0.15, abs=0.005)
+    assert masked / chosen == pytest.approx(0.8, abs=0.01)
+    assert kept / chosen == pytest.approx(0.1, abs=0.01)  # (a random draw of the same token counts here too)
+    assert randomised / chosen == pytest.approx(0.1, abs=0.01)
+    capped = bert.mask_tokens(split["input_ids"][0].astype(np.int64), rng, split, tiny(max_predictions=3))[1]
+    assert (capped != -100).sum() <= 3
+
+
+def test_masks_are_static(data):
+    split = data[0]["train"]
+    n = len(split["nsp"])
+    perm0, perm1 = (np.random.default_rng((0, 0, e)).permutation(n) for e in (0, 1))
+    k = perm0[5]
+    second = n + int(np.flatnonzero(perm1 == k)[0])  # the same instance, drawn again in the second epoch
+    a, b = bert.get_batch(split, [5], 0, tiny()), bert.get_batch(split, [second], 0, tiny())
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert (a["mlm_labels"] != -100).any()
+
+
+def test_nsp_loss_counts_both_classes(data):
+    split = data[0]["train"]
+    model = bert.Model(tiny())
+    batch = bert.get_batch(split, np.arange(16), 0, tiny())
+    assert set(batch["nsp_labels"].tolist()) == {0, 1}
+    loss, m = bert.compute_loss(model, batch)
+    loss.backward()
+    assert model.nsp.weight.grad[0].abs().sum() > 0 and model.nsp.weight.grad[1].abs().sum() > 0
+    flipped = dict(batch, nsp_labels=1 - batch["nsp_labels"])
+    assert not torch.isclose(bert.compute_loss(model, flipped)[1]["nsp_loss"], m["nsp_loss"])
+    assert (m["mlm_loss"] + m["nsp_loss"]).item() == pytest.approx(loss.item())
+
+
+# --- training and command line ---
+
+
+def test_tiny_run_lowers_mlm_loss(corpus, tokenizer_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=60, log_interval=20, warmup=10, eval_examples=32, dupe_factor=2))
+    bert.train(train_args(tmp_path, corpus, tokenizer_file, "--steps", 60))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_mlm_loss"] < rows[0]["val_mlm_loss"] - 1.0
+    assert {"mlm_acc", "nsp_acc", "nsp_loss"} <= rows[-1].keys()
+
+
+def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_examples=16, dupe_factor=1))
+    bert.train(train_args(tmp_path / "resumed", corpus, tokenizer_file, "--steps", 2))
+    bert.train(train_args(tmp_path / "resumed", corpus, tokenizer_file, "--steps", 4, "--resume"))
+    bert.train(train_args(tmp_path / "straight", corpus, tokenizer_file, "--steps", 4))
+    rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("resumed", "straight")]
+    assert [r["step"] for r in rows[0]] == [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4]
+    for a, b in zip(*rows):  # the warmup is 50 steps, so the first run's shorter schedule is the same
+        for k in ("loss", "mlm_acc", "nsp_acc", "lr", "val_loss"):
+            assert a.get(k) == pytest.approx(b.get(k), abs=1e-6), (a["step"], k)
+
+
+@pytest.mark.gpu
+def test_cuda_training_in_bf16(corpus, tokenizer_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=10, log_interval=5, warmup=5, dupe_factor=2))
+    model = bert.train(train_args(tmp_path, corpus, tokenizer_file, "--steps", 10, "--device", "cuda", "--compile"))
+    assert next(model.parameters()).is_cuda
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_mlm_loss"] < rows[0]["val_mlm_loss"]
+
+
+def test_fill_prints_five_fillers_per_mask(corpus, tokenizer_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_examples=8, dupe_factor=1))
+    bert.train(train_args(tmp_path, corpus, tokenizer_file, "--steps", 2))
+    capsys.readouterr()
+    assert bert.run(bert.main, ["--out", str(tmp_path), "--fill", "the [MASK] is a [MASK] ."]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "the [MASK] is a [MASK] ." and len(lines) == 3
+    assert all(line.startswith(f"[MASK] {i}:") and len(line.split()) == 2 + 10 for i, line in enumerate(lines[1:], 1))
+    assert bert.run(bert.main, ["--out", str(tmp_path), "--fill", "no mask here"]) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--data", "{tmp}/nope"], "no such file"),
+    (["--size", "huge"], "unknown"),
+    (["--steps", "0"], "must be positive"),
+    (["--from-pretrained", "{tmp}/gpt_dir"], "holds a 'openai-gpt' model"),
+    (["--resume", "--out", "{tmp}/corrupt"], "cannot read checkpoint"),
+    (["--out", "{tmp}/corrupt"], "exists: pass --resume"),
+    (["--data", "{tmp}/empty.txt"], "no text found"),
+    (["--from-pretrained", "{tmp}"], "no readable config.json"),
+])
+def test_bad_input_gives_one_clear_line(argv, message, corpus, tmp_path, capsys):
+    (tmp_path / "gpt_dir").mkdir()
+    (tmp_path / "gpt_dir" / "config.json").write_text('{"model_type": "openai-gpt"}')
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "ckpt.pt").write_bytes(b"garbage")
+    (tmp_path / "empty.txt").write_text("")
+    argv = ["--train", "--device", "cpu", "--data", str(corpus), "--out", str(tmp_path / "run")] + \
+        [a.format(tmp=tmp_path) for a in argv]
+    assert bert.run(bert.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "corrupt" / "ckpt.pt").read_bytes() == b"garbage" and not (tmp_path / "run" / "ckpt.pt").exists()
