@@ -1,7 +1,7 @@
 """BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding (Devlin, Chang, Lee, Toutanova, 2018).
 What this file changes relative to gpt.py:
 - Bidirectional self-attention: no causal mask; padding is masked instead (§3).
-- Masked LM: 15% of tokens chosen, 80% [MASK] / 10% random / 10% unchanged, masks fixed when the data is made (§3.1, A.1).
+- Masked LM: 15% of tokens chosen, 80% [MASK] / 10% random / 10% unchanged; each instance keeps one mask (§3.1, A.1).
 - Next sentence prediction on [CLS] A [SEP] B [SEP] pairs, B the true continuation half of the time (§3.1).
 - Segment (token type) embeddings and an embedding LayerNorm; exact GELU; LayerNorm eps 1e-12 (§3.2).
 - Uncased WordPiece vocabulary of 30,522 tokens (§3.2).
@@ -12,6 +12,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -329,33 +330,56 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
     return {"input_ids": input_ids, "token_type_ids": type_ids, "nsp": np.array(nsp, dtype=np.int64)}
 
 
-def mask_tokens(input_ids, rng, split, cfg):
-    """Choose 15% of the real tokens (never [CLS], [SEP], [PAD]; at most max_predictions); of those 80% become
-    [MASK], 10% a random non-special token, 10% stay. Returns the new ids and the labels (-100 = no loss). §3.1"""
-    ids, labels = input_ids.copy(), np.full_like(input_ids, -100)
-    candidates = np.flatnonzero(~np.isin(input_ids, split["special"]))
-    n = min(cfg.max_predictions, max(1, round(len(candidates) * cfg.mask_prob)))
-    chosen = rng.permutation(candidates)[:n]
-    labels[chosen] = input_ids[chosen]
-    r = rng.random(len(chosen))
-    ids[chosen[r < 0.8]] = split["mask_id"]
-    randomised = chosen[r >= 0.9]
-    ids[randomised] = rng.choice(split["normal"], len(randomised))
-    return ids, labels
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+def mask_tokens(input_ids, keys, seed, split, cfg):
+    """Choose 15% of each row's real tokens (never [CLS], [SEP], [PAD]; at most max_predictions); of those 80%
+    become [MASK], 10% a random non-special token, 10% stay (§3.1). The random numbers are keyed by `keys`.
+    Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
+    B, T = input_ids.shape
+    P = cfg.max_predictions
+    candidate = ~np.isin(input_ids, split["special"])  # (B, T)
+    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
+    chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
+    positions = np.where(chosen, order, 0)
+    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
+    u = uniform(seed, keys, P, 1)
+    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
+    ids = input_ids.copy()
+    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+    ids[rows[chosen], positions[chosen]] = replaced[chosen]
+    return ids, positions, labels
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The order of the n instances in an epoch: a fresh permutation each epoch."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance perm[i] of a fresh permutation each epoch. Its mask is drawn by a generator seeded
-    with the instance, not the example: the same instance always has the same mask (STATIC, as the release)."""
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the instance, not the
+    example: the same instance always has the same mask (STATIC, as the release's pre-made data)."""
     n = len(data["nsp"])
-    epoch_perm = {e: np.random.default_rng((seed, 0, e)).permutation(n) for e in {int(i) // n for i in ids}}
-    instances = [epoch_perm[int(i) // n][int(i) % n] for i in ids]
-    masked = [mask_tokens(data["input_ids"][k].astype(np.int64), np.random.default_rng((seed, 1, k)), data, cfg)
-              for k in instances]
-    return {"input_ids": torch.from_numpy(np.stack([m[0] for m in masked])),
+    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
+    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
+    masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
+    return {"input_ids": torch.from_numpy(masked),
             "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
-            "attention_mask": torch.from_numpy((data["input_ids"][instances] != 0).astype(np.int64)),
-            "mlm_labels": torch.from_numpy(np.stack([m[1] for m in masked])),
+            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
             "nsp_labels": torch.from_numpy(data["nsp"][instances])}
 
 
@@ -413,12 +437,12 @@ class Model(nn.Module):
             x = block(x, mask)
         return x
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, masked=None):
-        """MLM logits (B, T, V), or (N, V) at the N positions where `masked` is True; NSP logits (B, 2)."""
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
+        """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only; NSP logits (B, 2)."""
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         nsp = self.nsp(torch.tanh(self.pooler(h[:, 0])))
-        if masked is not None:
-            h = h[masked]  # the vocabulary projection only where there is a loss
+        if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
+            h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
         return self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h)))), nsp
 
     @classmethod
@@ -508,13 +532,14 @@ def load_weights(model, sd, path, optional=()):
 def compute_loss(model, batch):
     """Masked LM cross-entropy over the chosen positions + NSP cross-entropy (§3.1; A.2: "the sum of the mean
     masked LM likelihood and the mean next sentence prediction likelihood"). Returns the loss and metrics."""
-    labels = batch["mlm_labels"]
-    masked = labels != -100
-    mlm_logits, nsp_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], masked)
-    mlm_loss = F.cross_entropy(mlm_logits.float(), labels[masked])  # only where a token was chosen (bug class 2)
+    labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
+    mlm_logits, nsp_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                   batch["mlm_positions"])  # (B, P, V), (B, 2)
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
     nsp_loss = F.cross_entropy(nsp_logits.float(), batch["nsp_labels"])  # both classes count: no ignore_index
+    chosen = labels != -100
     metrics = {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
-               "mlm_acc": (mlm_logits.argmax(-1) == labels[masked]).float().mean(),
+               "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
                "nsp_acc": (nsp_logits.argmax(-1) == batch["nsp_labels"]).float().mean()}
     return mlm_loss + nsp_loss, metrics
 
@@ -811,13 +836,13 @@ def demo(model, args):
     tok, device = model.tokenizer, next(model.parameters()).device
     ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
     ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
-    masked = ids == tok.token_to_id("[MASK]")
-    if not masked.any():
+    positions = (ids[0] == tok.token_to_id("[MASK]")).nonzero().T  # (1, masks)
+    if not positions.numel():
         raise UserError("--fill: the text has no [MASK]")
     with torch.no_grad():
-        logits, _ = model(ids, masked=masked)
+        logits, _ = model(ids, positions=positions)
     print(text)
-    probs, top = logits.float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
+    probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
         print(f"[MASK] {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i))} {p:.3f}" for p, i in zip(probs[n], top[n])))
 

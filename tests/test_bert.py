@@ -199,38 +199,36 @@ def test_nsp_labels_are_balanced(data):
 
 def test_masking_statistics(data):
     split = data[0]["train"]
-    cfg = tiny(max_predictions=1000)  # no cap, to see the 15%
-    rng = np.random.default_rng(0)
-    chosen = candidates = masked = kept = randomised = 0
-    for k in range(2000):
-        ids = split["input_ids"][k % len(split["nsp"])].astype(np.int64)
-        new, labels = bert.mask_tokens(ids, rng, split, cfg)
-        sel = labels != -100
-        assert not np.isin(ids[sel], split["special"]).any()  # never [CLS], [SEP], [PAD]
-        assert (labels[sel] == ids[sel]).all() and (new[~sel] == ids[~sel]).all()
-        assert not np.isin(new[sel & (new != split["mask_id"])], split["special"]).any()  # random tokens: no specials
-        candidates += int((~np.isin(ids, split["special"])).sum())
-        chosen += int(sel.sum())
-        masked += int((new[sel] == split["mask_id"]).sum())
-        kept += int((new[sel] == ids[sel]).sum())
-        randomised += int(((new[sel] != ids[sel]) & (new[sel] != split["mask_id"])).sum())
-    assert chosen / candidates == pytest.approx(0.15, abs=0.005)
-    assert masked / chosen == pytest.approx(0.8, abs=0.01)
-    assert kept / chosen == pytest.approx(0.1, abs=0.01)  # (a random draw of the same token counts here too)
-    assert randomised / chosen == pytest.approx(0.1, abs=0.01)
-    capped = bert.mask_tokens(split["input_ids"][0].astype(np.int64), rng, split, tiny(max_predictions=3))[1]
-    assert (capped != -100).sum() <= 3
+    ids = split["input_ids"][np.arange(4000) % len(split["nsp"])].astype(np.int64)  # the same rows under other keys
+    new, positions, labels = bert.mask_tokens(ids, np.arange(4000), 0, split, tiny(max_predictions=128))  # no cap
+    chosen = labels != -100
+    rows = np.broadcast_to(np.arange(4000)[:, None], positions.shape)[chosen]
+    at = positions[chosen]
+    assert len(set(zip(rows.tolist(), at.tolist()))) == chosen.sum()  # no position chosen twice
+    assert not np.isin(ids[rows, at], split["special"]).any()  # never [CLS], [SEP], [PAD]
+    assert (labels[chosen] == ids[rows, at]).all()
+    untouched = np.ones_like(ids, dtype=bool)
+    untouched[rows, at] = False
+    assert (new[untouched] == ids[untouched]).all()
+    out = new[rows, at]
+    assert not np.isin(out[out != split["mask_id"]], split["special"]).any()  # random tokens: never specials
+    candidates = (~np.isin(ids, split["special"])).sum()
+    assert chosen.sum() / candidates == pytest.approx(0.15, abs=0.005)
+    assert (out == split["mask_id"]).mean() == pytest.approx(0.8, abs=0.01)
+    assert (out == ids[rows, at]).mean() == pytest.approx(0.1, abs=0.01)  # (a random draw of the same token counts too)
+    assert ((out != ids[rows, at]) & (out != split["mask_id"])).mean() == pytest.approx(0.1, abs=0.01)
+    capped = bert.mask_tokens(ids[:50], np.arange(50), 0, split, tiny(max_predictions=3))[2]
+    assert capped.shape == (50, 3) and ((capped != -100).sum(1) == 3).all()
 
 
 def test_masks_are_static(data):
     split = data[0]["train"]
     n = len(split["nsp"])
-    perm0, perm1 = (np.random.default_rng((0, 0, e)).permutation(n) for e in (0, 1))
-    k = perm0[5]
-    second = n + int(np.flatnonzero(perm1 == k)[0])  # the same instance, drawn again in the second epoch
-    a, b = bert.get_batch(split, [5], 0, tiny()), bert.get_batch(split, [second], 0, tiny())
+    k = bert.epoch_order(n, 0, 0)[5]
+    second = n + int(np.flatnonzero(bert.epoch_order(n, 0, 1) == k)[0])  # the same instance, drawn in the second epoch
+    a, b = bert.get_batch(split, [5], 0, tiny()), bert.get_batch(split, [second, 7], 0, tiny())
     for key in a:
-        assert torch.equal(a[key], b[key]), key
+        assert torch.equal(a[key][0], b[key][0]), key
     assert (a["mlm_labels"] != -100).any()
 
 
