@@ -267,6 +267,18 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
 def load_data(docs, tokenizer, out, cfg):
     """Sentence-pair instances made once, as the release's create_pretraining_data: each document dupe_factor
     times, with a fixed seed (12345, the release's default)."""
@@ -328,18 +340,6 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
     for i in range(n):
         input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
     return {"input_ids": input_ids, "token_type_ids": type_ids, "nsp": np.array(nsp, dtype=np.int64)}
-
-
-def uniform(seed, keys, n, stream):
-    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
-    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
-    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
-         + np.uint64(0x9E3779B97F4A7C15))
-    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
-    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):

@@ -65,17 +65,17 @@ class Block(nn.Module):
 
 
 def attention_mask(attention_mask, causal=False):
-    """(B, T) padding mask (1 = token, 0 = pad) -> boolean (B, 1, T, T) or (B, 1, 1, T) mask for SDPA, or None.
+    """(B, T) padding mask (1 = token, 0 = pad) -> boolean (B, 1, 1, T), or (B, 1, T, T) when causal; None stays None.
 
-    Keys are masked along the last axis (bug class 3). With no padding the mask is dropped, so that a
-    causal model can use the fused `is_causal` kernel.
+    Keys are masked along the last axis (bug class 3). A causal model given no padding mask keeps SDPA's fused
+    `is_causal` kernel.
     """
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None:
         return None
     keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
     if not causal:
         return keys
     T = attention_mask.shape[1]
-    # a padded query row may see no key at all; it attends to itself so softmax stays finite
+    # a padded query row may see no key at all; it attends to itself so that softmax stays finite
     eye = torch.eye(T, dtype=torch.bool, device=keys.device)
     return (keys & torch.ones(T, T, dtype=torch.bool, device=keys.device).tril()) | eye  # (B, 1, T, T)

@@ -252,6 +252,18 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
 def load_data(docs, tokenizer, out, cfg):
     """GPT-1 reads a plain token stream in which documents end with <|endoftext|>."""
     data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
@@ -262,11 +274,11 @@ def load_data(docs, tokenizer, out, cfg):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is a random window of seq_len + 1 tokens, drawn by its own generator (seed, i): a batch depends
-    only on which examples it holds, so resuming, accumulating and DDP all see the same data."""
+    """Example `i` is a window of seq_len + 1 tokens at a random start drawn from (seed, i): a batch depends only
+    on which examples it holds, so resuming, accumulating and DDP all see the same data."""
     tokens, T = data["tokens"], cfg.seq_len
-    starts = [np.random.default_rng((seed, int(i))).integers(len(tokens) - T - 1) for i in ids]
-    window = torch.from_numpy(np.stack([tokens[s:s + T + 1] for s in starts]).astype(np.int64))  # (B, T+1)
+    starts = (uniform(seed, ids, 1, 0)[:, 0] * (len(tokens) - T - 1)).astype(np.int64)  # (B,)
+    window = torch.from_numpy(tokens[starts[:, None] + np.arange(T + 1)].astype(np.int64))  # (B, T+1)
     return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets are the inputs shifted by one (bug 10)
 
 

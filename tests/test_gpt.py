@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -115,6 +116,8 @@ def test_right_padding_leaves_real_positions_unchanged():
     mask = torch.tensor([[1] * 8 + [0] * 4])
     with torch.no_grad():
         torch.testing.assert_close(model.encode(padded, mask)[:, :8], model.encode(ids), atol=1e-6, rtol=0)
+        left = model.encode(padded.flip(1), mask.flip(1))  # left padding: the first rows see no real token
+    assert torch.isfinite(left).all()
 
 
 def test_dropout_is_off_in_eval_and_on_in_training():
@@ -145,6 +148,14 @@ def test_learning_rate_schedule():
     assert gpt.get_lr(110, cfg) == pytest.approx(0.0)
     assert gpt.get_lr(60, dataclasses.replace(cfg, schedule="linear")) == pytest.approx(5e-4)
     assert gpt.get_lr(35, dataclasses.replace(cfg, schedule="linear")) == pytest.approx(7.5e-4)
+
+
+def test_hashed_random_numbers_are_uniform_and_keyed():
+    u = gpt.uniform(0, np.arange(2000), 64, 0)
+    assert u.shape == (2000, 64) and 0 <= u.min() and u.max() < 1
+    assert u.mean() == pytest.approx(0.5, abs=0.005) and u.std() == pytest.approx(12 ** -0.5, abs=0.005)
+    assert np.array_equal(gpt.uniform(0, [7, 3], 64, 0), u[[7, 3]])  # a key's numbers do not depend on the batch
+    assert not np.array_equal(gpt.uniform(1, [7], 64, 0), u[[7]]) and not np.array_equal(gpt.uniform(0, [7], 64, 1), u[[7]])
 
 
 def test_windows_are_inputs_shifted_by_one():

@@ -12,6 +12,7 @@ SCRIPTS = [p for p in (ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta"
 CANONICAL = ROOT / "gpt.py"
 SHARED = [
     "UserError", "get_tokenizer", "split_sentences", "default_corpus", "read_corpus", "split_documents", "cache_tokens",
+    "uniform",
     "read_pretrained", "load_weights", "setup_runtime", "configure_optimizer", "get_lr", "evaluate", "save_checkpoint",
     "load_checkpoint", "flops_per_token", "peak_flops", "overrides", "train", "load_model", "build_parser", "run",
 ]
