@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run on the device machine): the CUDA tests, then short default-corpus training runs
 # of each script named (default: gpt), whose last log line (steady state) gives tokens/s and MFU.
-# Usage: bash benchmarks/gpu_check.sh [gpt] [bert]; prints a short table at the end.
+# Usage: bash benchmarks/gpu_check.sh [gpt] [bert] [base]; prints a short table at the end.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -21,6 +21,8 @@ for paper in "${@:-gpt}"; do
          run gpt_base_compile gpt.py --size base --steps 300 --compile --max-new-tokens 30
          run gpt_base_eager gpt.py --size base --steps 200 --max-new-tokens 30 ;;
     bert) run bert_small_compile bert.py --size small --steps 300 --compile
+          run bert_base_compile bert.py --size base --steps 300 --compile ;;
+    base) run gpt_base_compile gpt.py --size base --steps 300 --compile --max-new-tokens 30
           run bert_base_compile bert.py --size base --steps 300 --compile ;;
   esac
 done
