@@ -288,7 +288,7 @@ def load_data(docs, tokenizer, out, cfg):
         split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
         split["special"], split["mask_id"] = np.array(specials), specials[4]
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
-        if not len(split["nsp"]):
+        if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no sentence pairs")
     return data
 
@@ -343,9 +343,9 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's real tokens (never [CLS], [SEP], [PAD]; at most max_predictions); of those 80%
-    become [MASK], 10% a random non-special token, 10% stay (§3.1). The random numbers are keyed by `keys`.
-    Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
+    """Choose 15% of each row's tokens (never a special token or padding; at most max_predictions); of those
+    80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
+    by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
     B, T = input_ids.shape
     P = cfg.max_predictions
     candidate = ~np.isin(input_ids, split["special"])  # (B, T)
@@ -372,7 +372,7 @@ def epoch_order(n, seed, epoch):
 def get_batch(data, ids, seed, cfg):
     """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the instance, not the
     example: the same instance always has the same mask (STATIC, as the release's pre-made data)."""
-    n = len(data["nsp"])
+    n = len(data["input_ids"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
     masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
@@ -831,7 +831,7 @@ def run(main, argv):
 
 
 def demo(model, args):
-    """Print the five likeliest fillers of each [MASK] in --fill (after training: a fixed sentence)."""
+    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
     text = args.fill if args.fill is not None else "the [MASK] statement raises an exception ."
     tok, device = model.tokenizer, next(model.parameters()).device
     ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
@@ -844,7 +844,7 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        print(f"[MASK] {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i))} {p:.3f}" for p, i in zip(probs[n], top[n])))
+        print(f"mask {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i))} {p:.3f}" for p, i in zip(probs[n], top[n])))
 
 
 # --- main ---

@@ -285,7 +285,7 @@ def test_fill_prints_five_fillers_per_mask(corpus, tokenizer_file, tmp_path, cap
     assert bert.run(bert.main, ["--out", str(tmp_path), "--fill", "the [MASK] is a [MASK] ."]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "the [MASK] is a [MASK] ." and len(lines) == 3
-    assert all(line.startswith(f"[MASK] {i}:") and len(line.split()) == 2 + 10 for i, line in enumerate(lines[1:], 1))
+    assert all(line.startswith(f"mask {i}:") and len(line.split()) == 2 + 10 for i, line in enumerate(lines[1:], 1))
     assert bert.run(bert.main, ["--out", str(tmp_path), "--fill", "no mask here"]) == 2
 
 

@@ -1,0 +1,166 @@
+"""roberta.py: parity with RobertaForMaskedLM, the paper's sizes, dynamic masking, FULL-SENTENCES, a small diff."""
+
+import dataclasses
+import difflib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import bert
+import roberta
+from conftest import ROOT
+
+DIFF_BUDGET = 250  # changed lines in `diff bert.py roberta.py`; README quotes the count
+
+
+def tiny(**changes):
+    return dataclasses.replace(roberta.PRESETS["tiny"], **changes)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(corpus, tmp_path_factory):
+    path = tmp_path_factory.mktemp("roberta-tokenizer") / "tokenizer.json"
+    roberta.train_tokenizer(roberta.split_documents(roberta.read_corpus(str(corpus)))["train"], tiny()).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(corpus, tokenizer_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("roberta-data")
+    shutil.copy(tokenizer_file, out / "tokenizer.json")
+    tok = roberta.load_tokenizer(out)
+    return roberta.load_data(roberta.read_corpus(str(corpus)), tok, out, tiny()), tok
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    torch.manual_seed(0)
+    hf = RobertaForMaskedLM(RobertaConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                          intermediate_size=64, max_position_embeddings=26, type_vocab_size=1,
+                                          layer_norm_eps=1e-5, attn_implementation="eager")).eval()
+    with torch.no_grad():  # non-trivial biases and LayerNorms, so that mapping mistakes show
+        for name, p in hf.named_parameters():
+            if "LayerNorm" in name or "layer_norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path_factory.mktemp("roberta-ref")
+    hf.save_pretrained(path)
+    return hf, path
+
+
+def test_parity_with_roberta_for_masked_lm(reference):
+    hf, path = reference
+    ours = roberta.Model.from_pretrained(path).eval()
+    torch.manual_seed(1)
+    ids = torch.randint(5, 99, (2, 12))
+    ids[:, 0], ids[1, 8:] = 0, 1  # <s>, then <pad> = 1 on the second row
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask, output_hidden_states=True)
+        hidden, logits = ours.encode(ids, mask), ours(ids, mask)
+    real = mask.bool()
+    torch.testing.assert_close(hidden[real], ref.hidden_states[-1][real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits[real], ref.logits[real], atol=1e-5, rtol=0)
+    assert ours.num_params() == sum(p.numel() for p in hf.parameters())
+
+
+def test_maximum_length_input(reference):
+    hf, path = reference
+    ours = roberta.Model.from_pretrained(path).eval()
+    ids = torch.randint(5, 99, (1, 24))  # 26 position rows: positions 2..25 for 24 real tokens, the most there is
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-5, rtol=0)
+    with pytest.raises(IndexError):
+        ours(torch.randint(5, 99, (1, 25)))
+
+
+def test_position_ids_start_after_the_padding_index():
+    model = roberta.Model(tiny()).eval()
+    ids = torch.randint(5, 4096, (1, 6))
+    padded = torch.cat([ids, torch.ones(1, 4, dtype=torch.long)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(padded, (padded != 1).long())[:, :6], model.encode(ids), atol=1e-5, rtol=0)
+    assert model.embeddings.positions.padding_idx == model.embeddings.tokens.padding_idx == 1
+    assert not model.embeddings.positions.weight[1].any()
+
+
+@pytest.mark.parametrize("size, count", [("base", 124_697_433), ("large", 355_412_057)])
+def test_paper_sizes_have_the_reference_parameter_counts(size, count):
+    with torch.device("meta"):
+        model = roberta.Model(roberta.PRESETS[size])
+    assert model.num_params() == count
+    assert not hasattr(model, "nsp") and not hasattr(model, "pooler")
+
+
+def test_byte_level_bpe_special_ids(data):
+    _, tok = data
+    assert [tok.token_to_id(t) for t in ("<s>", "<pad>", "</s>", "<unk>")] == [0, 1, 2, 3]
+    text = "Zürich → naïve café"
+    assert tok.decode(tok.encode(text).ids) == text  # bytes: nothing is unknown
+
+
+def test_full_sentences_pack_across_documents_with_a_separator(data):
+    split = data[0]["train"]
+    rows = split["input_ids"]
+    lengths = (rows != 1).sum(1)
+    assert (rows[:, 0] == 0).all() and (rows[np.arange(len(rows)), lengths - 1] == 2).all()  # <s> ... </s>
+    assert np.median(lengths) > 0.9 * tiny().seq_len  # nearly full-length sequences
+    inner = [r[1:n - 1] for r, n in zip(rows, lengths)]
+    crossing = [r for r in inner if (r == 2).any()]
+    assert len(crossing) >= len(split["documents"]) // 2  # sequences span document boundaries, marked by </s>
+    stream = np.concatenate(inner)
+    longest = tiny().seq_len - 2
+    expected = np.concatenate([split["tokens"][s:e][:longest] for s, e in split["sentences"]])
+    assert np.array_equal(stream[stream != 2], expected)  # every sentence once, in order (over-long ones cut)
+
+
+def test_masks_are_dynamic_here_and_static_in_bert(data):
+    split = data[0]["train"]
+    n = len(split["input_ids"])
+    k = roberta.epoch_order(n, 0, 0)[5]
+    second = n + int(np.flatnonzero(roberta.epoch_order(n, 0, 1) == k)[0])  # the same sequence, one epoch later
+    a, b = roberta.get_batch(split, [5], 0, tiny()), roberta.get_batch(split, [second], 0, tiny())
+    assert torch.equal(a["attention_mask"], b["attention_mask"])  # same sequence ...
+    assert not torch.equal(a["mlm_positions"], b["mlm_positions"])  # ... another mask
+    same = bert.mask_tokens(split["input_ids"][[k, k]].astype(np.int64), np.array([k, k]), 0, split, tiny())
+    assert np.array_equal(same[1][0], same[1][1])  # bert.py keys the mask by the instance: the same every time
+
+
+def test_masking_never_chooses_special_tokens(data):
+    split = data[0]["train"]
+    ids = split["input_ids"].astype(np.int64)
+    new, positions, labels = roberta.mask_tokens(ids, np.arange(len(ids)), 3, split, tiny())
+    chosen = labels != -100
+    rows = np.broadcast_to(np.arange(len(ids))[:, None], positions.shape)[chosen]
+    assert not np.isin(ids[rows, positions[chosen]], split["special"]).any()
+    candidates = (~np.isin(ids, split["special"])).sum()
+    assert chosen.sum() / candidates == pytest.approx(0.15, abs=0.01)
+
+
+def test_tiny_run_lowers_the_loss(corpus, tokenizer_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(roberta.PRESETS, "tiny", tiny(eval_interval=60, log_interval=20, warmup=10, eval_examples=32))
+    shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
+    roberta.train(roberta.build_parser().parse_args(
+        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "60"]))
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0 and "mlm_acc" in rows[-1]
+    assert roberta.run(roberta.main, ["--out", str(tmp_path), "--fill", "The <mask> is here."]) == 0
+
+
+def test_bad_input_gives_one_clear_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert roberta.run(roberta.main, ["--fill", "a <mask>", "--from-pretrained", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --from-pretrained {tmp_path}: holds a 'bert' model, this script loads 'roberta'\n"
+
+
+def test_diff_against_bert_stays_within_budget():
+    a, b = ((ROOT / f).read_text().splitlines() for f in ("bert.py", "roberta.py"))
+    changed = sum(1 for line in difflib.unified_diff(a, b, lineterm="", n=0)
+                  if line[:1] in "+-" and not line.startswith(("+++", "---")))
+    assert changed <= DIFF_BUDGET, f"diff bert.py roberta.py changes {changed} lines (budget {DIFF_BUDGET})"
