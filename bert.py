@@ -475,7 +475,8 @@ class Model(nn.Module):
                 k = k.replace(old, new)
             ours[k] = v
         for i in range(cfg.layers):  # query, key and value are one matrix here
-            qkv = [ours.pop(f"blocks.{i}.attention.self.{n}.{p}", None) for p in ("weight", "bias") for n in ("query", "key", "value")]
+            qkv = [ours.pop(f"blocks.{i}.attention.self.{n}.{p}", None)
+                   for p in ("weight", "bias") for n in ("query", "key", "value")]
             if all(t is not None for t in qkv):
                 ours[f"blocks.{i}.attn.qkv.weight"], ours[f"blocks.{i}.attn.qkv.bias"] = torch.cat(qkv[:3]), torch.cat(qkv[3:])
         model = cls(cfg)
@@ -695,7 +696,8 @@ def train(args):
     if args.compile:
         model = torch.compile(model)
     if rt.ddp:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     metrics_path = out / "metrics.jsonl"
     if rt.master:  # on resume, forget what was logged after the checkpoint

@@ -269,7 +269,8 @@ def load_data(docs, tokenizer, out, cfg):
     data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
     for split in data.values():
         if len(split["tokens"]) <= cfg.seq_len + 1:
-            raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, a window needs {cfg.seq_len + 2}")
+            raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, "
+                            f"a window needs {cfg.seq_len + 2}")
     return data
 
 
@@ -354,10 +355,10 @@ class Model(nn.Module):
         """An `openai-gpt` folder in the Hugging Face layout (config.json + safetensors or bin, tokenizer files);
         training settings come from `base` (default: the base preset)."""
         hf, sd = read_pretrained(path, "openai-gpt")
-        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["n_positions"], layers=hf["n_layer"], hidden=hf["n_embd"],
-                     heads=hf["n_head"], ffn=4 * hf["n_embd"], eps=hf.get("layer_norm_epsilon", 1e-5),
-                     activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"), hf.get("afn")),
-                     dropout=hf.get("resid_pdrop", 0.1))
+        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["n_positions"],
+                                  layers=hf["n_layer"], hidden=hf["n_embd"], heads=hf["n_head"], ffn=4 * hf["n_embd"],
+                                  eps=hf.get("layer_norm_epsilon", 1e-5), dropout=hf.get("resid_pdrop", 0.1),
+                                  activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"), hf.get("afn")))
         if cfg.activation not in common.ACTIVATIONS:
             raise UserError(f"{path}: activation {hf.get('afn')!r} is not supported")
         sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
@@ -580,7 +581,8 @@ def train(args):
     if args.compile:
         model = torch.compile(model)
     if rt.ddp:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     metrics_path = out / "metrics.jsonl"
     if rt.master:  # on resume, forget what was logged after the checkpoint

@@ -50,11 +50,11 @@ class Config:
     heads: int = 12
     ffn: int = 3072
     activation: str = "gelu"  # exact erf GELU, §3.3
-    eps: float = 1e-5
+    eps: float = 1e-5  # release
     dropout: float = 0.1  # all layers, §A.2
     # objective
     mask_prob: float = 0.15  # §3.1
-    max_predictions: int = 77  # no cap: room for 15% of 512 tokens
+    max_predictions: int = 77  # no cap in the release: room for 15% of 512 tokens
     # training
     seq_len: int = 512  # always full-length sequences, §3.1
     batch_size: int = 32
@@ -280,7 +280,7 @@ def load_data(docs, tokenizer, out, cfg):
     data = cache_tokens(docs, tokenizer, Path(out) / "cache")
     specials = [tokenizer.token_to_id(t) for t in SPECIALS]
     for split in data.values():
-        split.update(make_instances(split, cfg, specials[0], specials[2]))
+        split.update(make_instances(split, cfg, specials[0], specials[2]))  # <s>, </s>: FULL-SENTENCES, §4.2
         split["special"], split["mask_id"] = np.array(specials), specials[4]
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
         if not len(split["input_ids"]):
@@ -343,7 +343,7 @@ def get_batch(data, ids, seed, cfg):
     n = len(data["input_ids"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
-    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)
+    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic, §4.1
     return {"input_ids": torch.from_numpy(masked), "attention_mask": torch.from_numpy((input_ids != 1).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
 
@@ -354,7 +354,7 @@ def get_batch(data, ids, seed, cfg):
 class Embeddings(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=1)
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=1)  # <pad> = 1, release
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden, padding_idx=1)
         self.types = nn.Embedding(cfg.type_vocab, cfg.hidden)  # segment A / B, §3.2
         self.ln = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
@@ -405,7 +405,7 @@ class Model(nn.Module):
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        return self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))))
+        return self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))))  # no NSP, §4.2
 
     @classmethod
     def from_pretrained(cls, path, base=None):
@@ -435,7 +435,8 @@ class Model(nn.Module):
                 k = k.replace(old, new)
             ours[k] = v
         for i in range(cfg.layers):  # query, key and value are one matrix here
-            qkv = [ours.pop(f"blocks.{i}.attention.self.{n}.{p}", None) for p in ("weight", "bias") for n in ("query", "key", "value")]
+            qkv = [ours.pop(f"blocks.{i}.attention.self.{n}.{p}", None)
+                   for p in ("weight", "bias") for n in ("query", "key", "value")]
             if all(t is not None for t in qkv):
                 ours[f"blocks.{i}.attn.qkv.weight"], ours[f"blocks.{i}.attn.qkv.bias"] = torch.cat(qkv[:3]), torch.cat(qkv[3:])
         model = cls(cfg)
@@ -492,7 +493,7 @@ def load_weights(model, sd, path, optional=()):
 def compute_loss(model, batch):
     """Masked LM cross-entropy over the chosen positions; no NSP term (§4.2). Returns the loss and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
-    mlm_logits = model(batch["input_ids"], batch["attention_mask"], None, batch["mlm_positions"])  # (B, P, V)
+    mlm_logits = model(batch["input_ids"], batch["attention_mask"], None, batch["mlm_positions"])  # (B, P, V); one segment
     mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
     chosen = labels != -100
     return mlm_loss, {"mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum()}
@@ -649,7 +650,8 @@ def train(args):
     if args.compile:
         model = torch.compile(model)
     if rt.ddp:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     metrics_path = out / "metrics.jsonl"
     if rt.master:  # on resume, forget what was logged after the checkpoint
