@@ -238,7 +238,7 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
     folder = Path(folder) / key
     if not (folder / "done").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
         for split, split_docs in split_documents(docs).items():
             sents, bounds, n = [], [], 0
             with open(folder / f"{split}.tokens", "wb") as f:
@@ -256,7 +256,7 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
             np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
             np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
         (folder / "dtype").write_text(np.dtype(dtype).name)
-        (folder / "done").touch()
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
     dtype = np.dtype((folder / "dtype").read_text())
     return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
                     "sentences": np.load(folder / f"{split}.sentences.npy"),
@@ -514,12 +514,13 @@ def setup_runtime(args):
     device = torch.device(f"cuda:{local}" if name == "cuda" else name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        # TF32 for the fp32 matmuls that autocast leaves (optimizer, loss): faster, and far more precise than bf16
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     dtype = args.dtype
     if dtype == "auto":
         dtype = "fp32" if device.type == "cpu" else "bf16" if device.type == "mps" or torch.cuda.is_bf16_supported() else "fp16"
-    if ddp:
+    if ddp:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
                               amp=torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype),
@@ -529,6 +530,7 @@ def setup_runtime(args):
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
+    # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
@@ -536,7 +538,7 @@ def configure_optimizer(model, cfg, device):
 
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
-    if step < cfg.warmup:
+    if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
@@ -560,7 +562,7 @@ def evaluate(model, data, seed, cfg, rt):
 
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    tmp = Path(path).with_suffix(".tmp")
+    tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -568,7 +570,7 @@ def save_checkpoint(path, state):
 def load_checkpoint(path):
     if not Path(path).exists():
         raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or --from-pretrained")
-    try:
+    try:  # weights_only: a checkpoint is data, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}") from None
@@ -606,13 +608,14 @@ def train(args):
     out = Path(args.out)
     ckpt_path = out / "ckpt.pt"
     state = load_checkpoint(ckpt_path) if args.resume else None
-    if state is None and ckpt_path.exists():
+    if state is None and ckpt_path.exists():  # never overwrite a run by accident
         raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    # a resumed run keeps its own config; the command line may still extend --steps or change the batch
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
     # --from-pretrained: the checkpoint's architecture with the preset's training settings
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg
-    docs = read_corpus(args.data)
+    docs = read_corpus(args.data)  # every input is checked before the first file is written
     rt = setup_runtime(args)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -646,7 +649,7 @@ def train(args):
             torch.cuda.set_rng_state(state["cuda_rng"])
     else:
         torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
-    raw = model
+    raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes (bug class 9)
     if args.compile:
         model = torch.compile(model)
     if rt.ddp:
@@ -677,10 +680,10 @@ def train(args):
             return {k: v.pin_memory().to(rt.device, non_blocking=True) for k, v in batch.items()}
         return {k: v.to(rt.device) for k, v in batch.items()}
 
-    B, A, W = cfg.batch_size, cfg.grad_accum, rt.world
+    B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
     tokens_per_step = B * A * W * cfg.seq_len
     peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
-    if step == 0:
+    if step == 0:  # the loss before training, for comparison; validation data has its own seed
         log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
     batch = batch_at(seen, 0)
     sums, t_log, step_log, t_start, step_start, data_time = {}, time.time(), step, time.time(), step, 0.0
@@ -692,16 +695,16 @@ def train(args):
             with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():  # one all-reduce a step
                 with rt.amp:
                     loss, metrics = compute_loss(model, batch)
-                scaler.scale(loss / A).backward()
+                scaler.scale(loss / A).backward()  # the mean over micro-batches, as one batch of A * B
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() / A
             t0 = time.time()
             last = micro == A - 1
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
-        scaler.unscale_(optimizer)
+        scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
         torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
-        scaler.step(optimizer)
+        scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step, seen = step + 1, seen + A * W * B
@@ -722,7 +725,7 @@ def train(args):
         if step % cfg.eval_interval == 0 or step == cfg.steps:
             record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
         bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
-        if bad:
+        if bad:  # stop before the checkpoint below can save a broken model (bug class 13)
             raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. Lower --lr, "
                             "or train in --dtype bf16 or fp32 instead of fp16")
         if len(record) > 1:
