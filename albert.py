@@ -1,0 +1,905 @@
+"""ALBERT: A Lite BERT for Self-supervised Learning of Language Representations (Lan, Chen, Goodman, Gimpel,
+Sharma, Soricut, 2019). What this file changes relative to bert.py:
+- Factorised embeddings: tokens are embedded in E = 128 dimensions, then projected to the hidden size (§3.1).
+- Cross-layer parameter sharing: ONE Transformer layer, applied L times (§3.1).
+- Sentence-order prediction instead of NSP: two consecutive segments, swapped half of the time (§3.1, Table 5).
+- N-gram masking: spans of 1-3 whole words, with probability proportional to 1/n (§4.1).
+- SentencePiece vocabulary of 30,000 (§4.1); tanh GELU and no dropout (the v2 release).
+- LAMB, lr 0.00176, batch 4096 x 512, 125,000 steps (§4.1).
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import functools
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+# --- config ---
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+@dataclass
+class Config:
+    # model
+    vocab_size: int = 30000  # SentencePiece, §4.1
+    embed: int = 128  # E, the factorised embedding size, §3.1
+    max_len: int = 512
+    type_vocab: int = 2  # segment A / B, §3.2
+    layers: int = 12
+    hidden: int = 768
+    heads: int = 12
+    ffn: int = 3072
+    activation: str = "gelu_new"  # tanh GELU, v2 release
+    eps: float = 1e-12
+    dropout: float = 0.0  # the paper finds removing dropout helps; v2 release
+    # objective
+    mask_prob: float = 0.15  # §3.1
+    max_predictions: int = 20  # release
+    max_ngram: int = 3  # spans of up to 3 words, §4.1
+    short_seq_prob: float = 0.1  # §4.1
+    dupe_factor: int = 10  # each document made into instances 10 times under different masks, release
+    # training
+    seq_len: int = 512  # §4.1
+    batch_size: int = 64
+    grad_accum: int = 64  # 4096 sequences a step, §4.1
+    steps: int = 125_000  # §4.1
+    lr: float = 0.00176  # §4.1
+    warmup: int = 3125  # release
+    schedule: str = "linear"  # linear decay, §A.2
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-6  # LAMB's epsilon, release
+    clip: float = 1.0
+    log_interval: int = 100
+    eval_interval: int = 1000
+    eval_examples: int = 1024  # the same validation examples whatever the batch size
+
+
+def _sized(layers, hidden, **kw):
+    """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
+    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
+
+
+PRESETS = {
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
+    "tiny": _sized(2, 128, embed=64, vocab_size=4096, max_len=128, dupe_factor=5, seq_len=128, batch_size=32,
+                   grad_accum=1, steps=2000, lr=2e-3, warmup=50, log_interval=100, eval_interval=500, eval_examples=320),
+    "base": Config(),  # Table 1: 11,813,810 parameters with the pretraining heads
+    "large": _sized(24, 1024),  # 17,847,474
+    "xlarge": _sized(24, 2048, heads=16),  # 59,021,490
+    "xxlarge": _sized(12, 4096),  # 223,158,450
+}
+
+# --- tokenizer ---
+
+SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]  # <pad> = 0, <unk> = 1, as the release's vocabulary
+
+
+def _configure(tok):
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # as albert-*-v2
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()  # SentencePiece: a word starts with "▁"
+    tok.decoder = decoders.Metaspace()
+    return tok
+
+
+def train_tokenizer(docs, cfg):
+    """A SentencePiece-style unigram language model over pieces (§4.1)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = _configure(Tokenizer(models.Unigram()))
+    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: its `tokenizer.json` (albert-base-v2 ships one)."""
+    from tokenizers import Tokenizer
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return None
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+# --- data ---
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in spec.split(","):
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                try:
+                    texts += [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(f"--data: {f} is not JSON lines with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    return {"train": [d for i, d in enumerate(docs) if i not in val], "val": [d for i, d in enumerate(docs) if i in val]}
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for doc in split_docs:
+                    first = len(sents)
+                    for enc in tokenizer.encode_batch(doc, add_special_tokens=False):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        sents.append((n, n + len(ids)))
+                        n += len(ids)
+                    if eod_id is not None:
+                        f.write(np.array([eod_id], dtype=dtype).tobytes())
+                        n += 1
+                    bounds.append((first, len(sents)))
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+def load_data(docs, tokenizer, out, cfg):
+    """Segment-pair instances made once, as the release's create_pretraining_data: each document dupe_factor
+    times, with a fixed seed (12345, the release's default)."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
+    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    for split in data.values():
+        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
+        split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        split["word_start"] = np.array([tokenizer.id_to_token(i).startswith("▁") for i in range(tokenizer.get_vocab_size())])
+        if not len(split["input_ids"]):
+            raise UserError("the corpus is too small: a split made no sentence pairs")
+    return data
+
+
+def make_instances(split, cfg, rng, cls_id, sep_id):
+    """[CLS] A [SEP] B [SEP] pairs: documents cut into chunks of sentences up to a target length (10% of the time a
+    shorter one), A = the first k sentences of a chunk (or the first part of a lone sentence), B = the rest;
+    half of the time A and B are swapped (label 1). Both segments always come from one document. §3.1."""
+    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
+    longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
+    ids, types, sop = [], [], []
+
+    def sentence(k):
+        return tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist()
+
+    for _ in range(cfg.dupe_factor):  # each pass pairs and truncates differently (and gets other masks)
+        for d, (first, last) in enumerate(docs):
+            target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
+            chunk, length, k = [], 0, first
+            while k < last:
+                chunk.append(sentence(k))
+                length += len(chunk[-1])
+                if k == last - 1 or length >= target:
+                    if len(chunk) == 1:  # one sentence: cut it in two, never borrow another document (bug 12)
+                        cut = rng.integers(1, len(chunk[0])) if len(chunk[0]) >= 2 else 1
+                        a, b = chunk[0][:cut], chunk[0][cut:]
+                    else:
+                        a_end = rng.integers(1, len(chunk))
+                        a, b = [t for s in chunk[:a_end] for t in s], [t for s in chunk[a_end:] for t in s]
+                    label = int(rng.random() < 0.5)
+                    if label:  # a negative is the same two segments in the wrong order, §3.1
+                        a, b = b, a
+                    while len(a) + len(b) > longest:  # truncate the longer side, front or back at random
+                        longer = a if len(a) > len(b) else b
+                        del longer[0 if rng.random() < 0.5 else -1]
+                    if a and b:
+                        ids.append([cls_id, *a, sep_id, *b, sep_id])
+                        types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+                        sop.append(label)
+                    chunk, length = [], 0
+                    target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
+                k += 1
+    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
+    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
+    for i in range(n):
+        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
+    return {"input_ids": input_ids, "token_type_ids": type_ids, "sop": np.array(sop, dtype=np.int64)}
+
+
+def mask_tokens(input_ids, keys, seed, split, cfg):
+    """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability proportional to
+    1/n, until 15% of each row's tokens are chosen (never special tokens or padding; at most max_predictions);
+    each chosen token becomes the mask token 80% of the time, a random non-special token 10%, stays 10%.
+    Random numbers are keyed by `keys`. Returns the new ids (B, T), and the positions and labels (B, P)."""
+    B, T = input_ids.shape
+    P = cfg.max_predictions
+    p_ngram = 1 / np.arange(1, cfg.max_ngram + 1)
+    p_ngram /= p_ngram.sum()  # 6/11, 3/11, 2/11 for n = 1, 2, 3
+    ids, positions, labels = input_ids.copy(), np.zeros((B, P), np.int64), np.full((B, P), -100, np.int64)
+    for r in range(B):
+        rng = np.random.default_rng((seed, 1, int(keys[r])))
+        candidates = np.flatnonzero(~np.isin(input_ids[r], split["special"]))
+        starts = split["word_start"][input_ids[r, candidates]] | (np.diff(candidates, prepend=-2) > 1)
+        words = np.split(candidates, np.flatnonzero(starts)[1:])  # token positions of each whole word
+        n = min(P, max(1, round(len(candidates) * cfg.mask_prob)))
+        chosen = []
+        for w in rng.permutation(len(words)):
+            span = [t for word in words[w:w + rng.choice(cfg.max_ngram, p=p_ngram) + 1] for t in word]
+            if len(chosen) + len(span) <= n and not set(span) & set(chosen):
+                chosen += span
+        chosen = np.array(sorted(chosen), dtype=np.int64)
+        u, random_tokens = rng.random(len(chosen)), rng.choice(split["normal"], len(chosen))
+        positions[r, :len(chosen)], labels[r, :len(chosen)] = chosen, input_ids[r, chosen]
+        ids[r, chosen] = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, input_ids[r, chosen], random_tokens))
+    return ids, positions, labels
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The order of the n instances in an epoch: a fresh permutation each epoch."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the instance, not the
+    example: the same instance always has the same mask (STATIC, as the release's pre-made data)."""
+    n = len(data["input_ids"])
+    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
+    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
+    masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
+    return {"input_ids": torch.from_numpy(masked),
+            "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
+            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
+            "sop_labels": torch.from_numpy(data["sop"][instances])}
+
+
+# --- model ---
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)  # V x E, not V x H, §3.1
+        self.positions = nn.Embedding(cfg.max_len, cfg.embed)
+        self.types = nn.Embedding(cfg.type_vocab, cfg.embed)
+        self.ln = nn.LayerNorm(cfg.embed, eps=cfg.eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, E)
+        T = input_ids.shape[1]
+        x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
+        x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+
+
+class Model(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.project = nn.Linear(cfg.embed, cfg.hidden)  # E -> H, §3.1
+        self.block = common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
+        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds SOP
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed), "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
+        self.head = nn.Linear(cfg.embed, cfg.vocab_size)
+        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy (bug class 6); own bias
+        self.sop = nn.Linear(cfg.hidden, 2)  # 0 = in order, 1 = swapped
+        self.apply(self._init)
+        self.tokenizer = None
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)  # truncated N(0, 0.02) in the release
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a tied tensor once
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
+        mask = common.attention_mask(attention_mask)
+        x = self.project(self.embeddings(input_ids, token_type_ids))  # (B, T, H)
+        for _ in range(self.cfg.layers):  # the same weights at every depth, §3.1
+            x = self.block(x, mask)
+        return x
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
+        """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only; SOP logits (B, 2)."""
+        h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        sop = self.sop(torch.tanh(self.pooler(h[:, 0])))  # [CLS] summarises the pair
+        if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
+            h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
+        return self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h)))), sop
+
+    @classmethod
+    def from_pretrained(cls, path, base=None):
+        """An `albert` folder in the Hugging Face layout (AlbertForPreTraining, AlbertForMaskedLM or AlbertModel;
+        with or without the `albert.` prefix); heads the file lacks (v2 files have no SOP head) are initialised."""
+        hf, sd = read_pretrained(path, "albert")
+        if hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1:
+            raise UserError(f"{path}: only the released layout of one shared layer is supported")
+        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], embed=hf["embedding_size"],
+                                  max_len=hf["max_position_embeddings"], type_vocab=hf.get("type_vocab_size", 2),
+                                  layers=hf["num_hidden_layers"], hidden=hf["hidden_size"],
+                                  heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                                  activation=hf.get("hidden_act", "gelu_new"), eps=hf.get("layer_norm_eps", 1e-12),
+                                  dropout=hf.get("hidden_dropout_prob", 0.0))
+        if cfg.activation not in common.ACTIVATIONS:
+            raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
+        sd = {k.removeprefix("albert."): v for k, v in sd.items()}
+        if "predictions.bias" not in sd and "predictions.decoder.bias" in sd:
+            sd["predictions.bias"] = sd["predictions.decoder.bias"]
+        names = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
+                 "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
+                 "encoder.embedding_hidden_mapping_in": "project",
+                 "encoder.albert_layer_groups.0.albert_layers.0.": "block.", "attention.dense": "attn.proj",
+                 "attention.LayerNorm": "ln1", "ffn_output": "mlp.proj", "ffn.": "mlp.fc.", "full_layer_layer_norm": "ln2",
+                 "predictions.dense": "mlm.dense", "predictions.LayerNorm": "mlm.ln", "predictions.bias": "head.bias",
+                 "sop_classifier.classifier": "sop"}
+        ours = {}
+        for k, v in sd.items():
+            if k.startswith(("predictions.decoder.", "embeddings.position_ids", "embeddings.token_type_ids")):
+                continue  # the tied decoder, and buffers
+            for old, new in names.items():
+                k = k.replace(old, new)
+            ours[k] = v
+        qkv = [ours.pop(f"block.attention.{n}.{p}", None) for p in ("weight", "bias") for n in ("query", "key", "value")]
+        if all(t is not None for t in qkv):  # query, key and value are one matrix here
+            ours["block.attn.qkv.weight"], ours["block.attn.qkv.bias"] = torch.cat(qkv[:3]), torch.cat(qkv[3:])
+        model = cls(cfg)
+        load_weights(model, ours, path, optional=("pooler.", "mlm.", "head.bias", "sop."))
+        model.tokenizer = load_tokenizer(path)
+        return model
+
+
+def read_pretrained(path, model_type):
+    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
+    if hf.get("model_type") != model_type:
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
+    try:
+        if (path / "model.safetensors").exists():
+            from safetensors.torch import load_file
+            sd = load_file(str(path / "model.safetensors"))
+        elif (path / "pytorch_model.bin").exists():
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    return hf, sd
+
+
+def load_weights(model, sd, path, optional=()):
+    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
+    initialisation and are listed in a warning, any other mismatch is an error."""
+    own = model.state_dict()
+    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
+    missing = [k for k in tensors if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
+        raise UserError(f"--from-pretrained {path}: weights do not match the config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+    model.load_state_dict(sd, strict=False)
+    if missing:
+        print(f"warning: {path} has no {', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}: "
+              "freshly initialised", file=sys.stderr)
+
+
+# --- objective ---
+
+
+def compute_loss(model, batch):
+    """Masked LM cross-entropy over the chosen positions + sentence-order cross-entropy (§3.1). Returns the loss
+    and metrics."""
+    labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
+    mlm_logits, sop_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                   batch["mlm_positions"])  # (B, P, V), (B, 2)
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
+    sop_loss = F.cross_entropy(sop_logits.float(), batch["sop_labels"])  # both classes count: no ignore_index
+    chosen = labels != -100
+    metrics = {"mlm_loss": mlm_loss, "sop_loss": sop_loss,
+               "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
+               "sop_acc": (sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()}
+    return mlm_loss + sop_loss, metrics
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2019), as ALBERT's release applies it: Adam's step plus weight decay, rescaled for each
+    tensor by the trust ratio ||w|| / ||step||, so that every layer moves by a similar fraction of its size;
+    no bias correction. Groups with adapt=False (biases, LayerNorm) take the plain step."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-6):
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0.0, "adapt": True})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+                m, v = state["m"], state["v"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                update = m / (v.sqrt() + group["eps"]) + group["weight_decay"] * p
+                ratio = 1.0
+                if group["adapt"]:
+                    w, u = p.norm(), update.norm()
+                    ratio = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))  # 1 where a norm is 0
+                p.sub_(group["lr"] * ratio * update)
+
+
+# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
+
+
+def setup_runtime(args):
+    """Device (CUDA, then MPS, then CPU), autocast dtype, and DDP when launched by torchrun."""
+    ddp = "RANK" in os.environ
+    rank, local, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    name = args.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    device = torch.device(f"cuda:{local}" if name == "cuda" else name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        # TF32 for the fp32 matmuls that autocast leaves (optimizer, loss): faster, and far more precise than bf16
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "fp32" if device.type == "cpu" else "bf16" if device.type == "mps" or torch.cuda.is_bf16_supported() else "fp16"
+    if ddp:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
+                              amp=torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype),
+                                                 enabled=dtype != "fp32"))
+
+
+def configure_optimizer(model, cfg, device):
+    """LAMB (§4.1); weight decay and the trust ratio on matrices and embeddings only, never on biases or
+    LayerNorm gains (the release's exclusions). ALBERT's one exception to the shared plumbing."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "adapt": True},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "adapt": False}]
+    return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+
+
+def get_lr(step, cfg):
+    """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
+    if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
+
+@torch.no_grad()
+def evaluate(model, data, seed, cfg, rt):
+    """Mean validation loss and metrics over the first eval_examples examples of the split, with dropout off."""
+    model.eval()
+    totals = {}
+    for start in range(0, cfg.eval_examples, cfg.batch_size):
+        ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
+        batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
+        with rt.amp:
+            loss, metrics = compute_loss(model, batch)
+        for k, v in {"loss": loss, **metrics}.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
+    model.train()
+    return {f"val_{k}": v for k, v in totals.items()}
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    if not Path(path).exists():
+        raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or --from-pretrained")
+    try:  # weights_only: a checkpoint is data, never code to run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}") from None
+    if not isinstance(state, dict) or state.get("script") != Path(__file__).stem:
+        raise UserError(f"{path} is not a {Path(__file__).stem}.py checkpoint")
+    return state
+
+
+def flops_per_token(model, cfg):
+    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
+    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
+
+def peak_flops(device):
+    """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
+
+def overrides(args):
+    """The training settings given on the command line, validated before anything is written."""
+    given = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr}
+    for name, value in given.items():
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def train(args):
+    """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
+    if args.size not in PRESETS:
+        raise UserError(f"--size {args.size!r} is unknown; choose one of {', '.join(PRESETS)}")
+    out = Path(args.out)
+    ckpt_path = out / "ckpt.pt"
+    state = load_checkpoint(ckpt_path) if args.resume else None
+    if state is None and ckpt_path.exists():  # never overwrite a run by accident
+        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    # a resumed run keeps its own config; the command line may still extend --steps or change the batch
+    cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
+    # --from-pretrained: the checkpoint's architecture with the preset's training settings
+    pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
+    cfg = pretrained.cfg if pretrained is not None else cfg
+    docs = read_corpus(args.data)  # every input is checked before the first file is written
+    rt = setup_runtime(args)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if rt.ddp and not rt.master:
+        torch.distributed.barrier()  # rank 0 writes the tokenizer and the token cache; the others then read them
+    if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
+        pretrained.tokenizer.save(str(out / "tokenizer.json"))
+    tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
+    if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
+        raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
+                        f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
+    data = load_data(docs, tokenizer, out, cfg)
+    if rt.ddp and rt.master:
+        torch.distributed.barrier()
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    model = pretrained if pretrained is not None else Model(cfg)
+    model.tokenizer = tokenizer
+    step, seen = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        step, seen = state["step"], state["seen"]
+    model.to(rt.device)
+    optimizer = configure_optimizer(model, cfg, rt.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and rt.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+    else:
+        torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
+    raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes (bug class 9)
+    if args.compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    metrics_path = out / "metrics.jsonl"
+    if rt.master:  # on resume, forget what was logged after the checkpoint
+        lines = metrics_path.read_text().splitlines() if state and metrics_path.exists() else []
+        metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+        print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, {len(data['train']['tokens']):,} training "
+              f"tokens, {rt.device} {rt.dtype}, {rt.world} process(es), step {step} of {cfg.steps}")
+
+    def log(record):
+        if not rt.master:
+            return
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}", "eta_s": "eta {:.0f}s"}
+        print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
+
+    def batch_at(seen, micro):
+        """Micro-batch `micro` of the step that starts after `seen` examples: the same global batch for any
+        world size and accumulation, each process taking its own slice."""
+        ids = seen + (micro * W + rt.rank) * B + np.arange(B)
+        batch = get_batch(data["train"], ids, args.seed, cfg)
+        if rt.device.type == "cuda":
+            return {k: v.pin_memory().to(rt.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(rt.device) for k, v in batch.items()}
+
+    B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
+    tokens_per_step = B * A * W * cfg.seq_len
+    peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
+    if step == 0:  # the loss before training, for comparison; validation data has its own seed
+        log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
+    batch = batch_at(seen, 0)
+    sums, t_log, step_log, t_start, step_start, data_time = {}, time.time(), step, time.time(), step, 0.0
+    while step < cfg.steps:
+        lr = get_lr(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(A):
+            with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():  # one all-reduce a step
+                with rt.amp:
+                    loss, metrics = compute_loss(model, batch)
+                scaler.scale(loss / A).backward()  # the mean over micro-batches, as one batch of A * B
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / A
+            t0 = time.time()
+            last = micro == A - 1
+            batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
+            data_time += time.time() - t0
+        scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step, seen = step + 1, seen + A * W * B
+
+        record = {"step": step}
+        if step % cfg.log_interval == 0 or step == cfg.steps:
+            values = torch.stack(list(sums.values())) / (step - step_log)  # the only host sync of the loop
+            if rt.ddp:
+                torch.distributed.all_reduce(values)
+                values /= W
+            dt, now = time.time() - t_log, time.time()
+            record.update({k: float(v) for k, v in zip(sums, values)}, lr=lr,
+                          tokens_per_s=round((step - step_log) * tokens_per_step / dt))
+            if peak:
+                record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
+            record.update(data_frac=round(data_time / dt, 4), eta_s=(now - t_start) / (step - step_start) * (cfg.steps - step))
+            sums, t_log, step_log, data_time = {}, now, step, 0.0
+        if step % cfg.eval_interval == 0 or step == cfg.steps:
+            record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
+        bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
+        if bad:  # stop before the checkpoint below can save a broken model (bug class 13)
+            raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. Lower --lr, "
+                            "or train in --dtype bf16 or fp32 instead of fp16")
+        if len(record) > 1:
+            log(record)
+        if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps):
+            save_checkpoint(ckpt_path, {
+                "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
+                "rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})})
+    if rt.master:
+        print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
+    return raw.eval()
+
+
+def load_model(args):
+    """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
+    if args.from_pretrained:
+        model = Model.from_pretrained(args.from_pretrained)
+        if model.tokenizer is None:
+            raise UserError(f"--from-pretrained {args.from_pretrained}: no tokenizer files")
+        return model.eval()
+    state = load_checkpoint(Path(args.out) / "ckpt.pt")
+    model = Model(Config(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.tokenizer = load_tokenizer(args.out)
+    return model.eval()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", action="store_true", help="pretrain, then run the demo")
+    p.add_argument("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
+    p.add_argument("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
+                                                "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
+    p.add_argument("--out", default=f"runs/{Path(__file__).stem}", help="run folder: tokenizer, token cache, checkpoint, metrics")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process (default: the preset's)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
+    p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    return p
+
+
+def run(main, argv):
+    """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
+    text = args.fill if args.fill is not None else "the [MASK] statement raises an exception ."
+    tok, device = model.tokenizer, next(model.parameters()).device
+    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
+    positions = (ids[0] == tok.token_to_id("[MASK]")).nonzero().T  # (1, masks)
+    if not positions.numel():
+        raise UserError("--fill: the text has no [MASK]")
+    with torch.no_grad():
+        logits, _ = model(ids, positions=positions)
+    print(text)
+    probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
+    for n in range(len(top)):
+        print(f"mask {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i))} {p:.3f}" for p, i in zip(probs[n], top[n])))
+
+
+# --- main ---
+
+
+def main(argv=None):
+    p = build_parser()
+    p.add_argument("--fill", default=None, metavar="TEXT", help="print the top-5 fillers of each [MASK] in TEXT")
+    args = p.parse_args(argv)
+    if not args.train and args.fill is None:
+        p.print_help()
+        return 0
+    if args.size is None:
+        args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
+    model = train(args) if args.train else load_model(args)
+    if int(os.environ.get("RANK", 0)) == 0:
+        demo(model, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, None))
