@@ -1,4 +1,6 @@
+import difflib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +46,26 @@ def gpt_tokenizer(corpus, tmp_path_factory):
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
     gpt.train_tokenizer(gpt.split_documents(gpt.read_corpus(str(corpus)))["train"], gpt.PRESETS["tiny"]).save(str(path))
     return path
+
+
+def tokenizer_file(module, corpus, folder):
+    """`module`'s tokenizer trained once on the test corpus, saved as folder/tokenizer.json: runs compared with
+    each other must share it (see gpt_tokenizer)."""
+    path = Path(folder) / "tokenizer.json"
+    docs = module.split_documents(module.read_corpus(str(corpus)))["train"]
+    module.train_tokenizer(docs, module.PRESETS["tiny"]).save(str(path))
+    return path
+
+
+def split_data(module, corpus, tokenizer, folder):
+    """`module`'s training data for the test corpus at the tiny preset, and its tokenizer."""
+    shutil.copy(tokenizer, Path(folder) / "tokenizer.json")
+    tok = module.load_tokenizer(folder)
+    return module.load_data(module.read_corpus(str(corpus)), tok, folder, module.PRESETS["tiny"]), tok
+
+
+def changed_lines(a, b):
+    """How many lines `diff a b` marks with < or >."""
+    old, new = ((ROOT / f).read_text().splitlines() for f in (a, b))
+    return sum(1 for line in difflib.unified_diff(old, new, lineterm="", n=0)
+               if line[:1] in "+-" and not line.startswith(("+++", "---")))

@@ -1,7 +1,6 @@
 """albert.py: parity with AlbertForPreTraining, one shared layer, the paper's sizes, SOP, n-gram masking, LAMB."""
 
 import dataclasses
-import difflib
 import json
 import shutil
 
@@ -9,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import conftest
 import albert
-from conftest import ROOT
 
 DIFF_BUDGET = 320  # changed lines in `diff bert.py albert.py`; README quotes the count
 
@@ -21,17 +20,12 @@ def tiny(**changes):
 
 @pytest.fixture(scope="module")
 def tokenizer_file(corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("albert-tokenizer") / "tokenizer.json"
-    albert.train_tokenizer(albert.split_documents(albert.read_corpus(str(corpus)))["train"], tiny()).save(str(path))
-    return path
+    return conftest.tokenizer_file(albert, corpus, tmp_path_factory.mktemp("albert-tokenizer"))
 
 
 @pytest.fixture(scope="module")
 def data(corpus, tokenizer_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("albert-data")
-    shutil.copy(tokenizer_file, out / "tokenizer.json")
-    tok = albert.load_tokenizer(out)
-    return albert.load_data(albert.read_corpus(str(corpus)), tok, out, tiny()), tok
+    return conftest.split_data(albert, corpus, tokenizer_file, tmp_path_factory.mktemp("albert-data"))
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +169,5 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys):
 
 
 def test_diff_against_bert_stays_within_budget():
-    a, b = ((ROOT / f).read_text().splitlines() for f in ("bert.py", "albert.py"))
-    changed = sum(1 for line in difflib.unified_diff(a, b, lineterm="", n=0)
-                  if line[:1] in "+-" and not line.startswith(("+++", "---")))
+    changed = conftest.changed_lines("bert.py", "albert.py")
     assert changed <= DIFF_BUDGET, f"diff bert.py albert.py changes {changed} lines (budget {DIFF_BUDGET})"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import conftest
 import bert
 
 
@@ -18,17 +19,12 @@ def tiny(**changes):
 
 @pytest.fixture(scope="module")
 def tokenizer_file(corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("bert-tokenizer") / "tokenizer.json"
-    bert.train_tokenizer(bert.split_documents(bert.read_corpus(str(corpus)))["train"], tiny()).save(str(path))
-    return path
+    return conftest.tokenizer_file(bert, corpus, tmp_path_factory.mktemp("bert-tokenizer"))
 
 
 @pytest.fixture(scope="module")
 def data(corpus, tokenizer_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bert-data")
-    shutil.copy(tokenizer_file, out / "tokenizer.json")
-    tok = bert.load_tokenizer(out)
-    return bert.load_data(bert.read_corpus(str(corpus)), tok, out, tiny()), tok
+    return conftest.split_data(bert, corpus, tokenizer_file, tmp_path_factory.mktemp("bert-data"))
 
 
 def train_args(out, corpus, tokenizer_file, *extra):

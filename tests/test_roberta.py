@@ -1,18 +1,16 @@
 """roberta.py: parity with RobertaForMaskedLM, the paper's sizes, dynamic masking, FULL-SENTENCES, a small diff."""
 
 import dataclasses
-import difflib
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import bert
+import conftest
 import roberta
-from conftest import ROOT
 
 DIFF_BUDGET = 250  # changed lines in `diff bert.py roberta.py`; README quotes the count
 
@@ -23,17 +21,12 @@ def tiny(**changes):
 
 @pytest.fixture(scope="module")
 def tokenizer_file(corpus, tmp_path_factory):
-    path = tmp_path_factory.mktemp("roberta-tokenizer") / "tokenizer.json"
-    roberta.train_tokenizer(roberta.split_documents(roberta.read_corpus(str(corpus)))["train"], tiny()).save(str(path))
-    return path
+    return conftest.tokenizer_file(roberta, corpus, tmp_path_factory.mktemp("roberta-tokenizer"))
 
 
 @pytest.fixture(scope="module")
 def data(corpus, tokenizer_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("roberta-data")
-    shutil.copy(tokenizer_file, out / "tokenizer.json")
-    tok = roberta.load_tokenizer(out)
-    return roberta.load_data(roberta.read_corpus(str(corpus)), tok, out, tiny()), tok
+    return conftest.split_data(roberta, corpus, tokenizer_file, tmp_path_factory.mktemp("roberta-data"))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +153,5 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys):
 
 
 def test_diff_against_bert_stays_within_budget():
-    a, b = ((ROOT / f).read_text().splitlines() for f in ("bert.py", "roberta.py"))
-    changed = sum(1 for line in difflib.unified_diff(a, b, lineterm="", n=0)
-                  if line[:1] in "+-" and not line.startswith(("+++", "---")))
+    changed = conftest.changed_lines("bert.py", "roberta.py")
     assert changed <= DIFF_BUDGET, f"diff bert.py roberta.py changes {changed} lines (budget {DIFF_BUDGET})"
