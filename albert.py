@@ -281,11 +281,13 @@ def load_data(docs, tokenizer, out, cfg):
     times, with a fixed seed (12345, the release's default)."""
     data = cache_tokens(docs, tokenizer, Path(out) / "cache")
     specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
+    word_start = np.array([piece.startswith("▁") for piece in vocab])  # SentencePiece marks a word's first piece
     for split in data.values():
         split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
         split["special"], split["mask_id"] = np.array(specials), specials[4]
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
-        split["word_start"] = np.array([tokenizer.id_to_token(i).startswith("▁") for i in range(tokenizer.get_vocab_size())])
+        split["word_start"] = word_start
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no sentence pairs")
     return data
