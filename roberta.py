@@ -483,7 +483,8 @@ def load_weights(model, sd, path, optional=()):
                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
     model.load_state_dict(sd, strict=False)
     if missing:
-        print(f"warning: {path} has no {', '.join(sorted({k.rsplit('.', 1)[0] for k in missing}))}: "
+        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
+        print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
 
@@ -549,13 +550,16 @@ def evaluate(model, data, seed, cfg, rt):
     """Mean validation loss and metrics over the first eval_examples examples of the split, with dropout off."""
     model.eval()
     totals = {}
-    for start in range(0, cfg.eval_examples, cfg.batch_size):
-        ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
-        batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
-        with rt.amp:
-            loss, metrics = compute_loss(model, batch)
-        for k, v in {"loss": loss, **metrics}.items():
-            totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
+    # an objective that samples (ELECTRA) draws the same samples at every evaluation; training's draws are untouched
+    with torch.random.fork_rng(devices=[rt.device.index] if rt.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, cfg.eval_examples, cfg.batch_size):
+            ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
+            batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
+            with rt.amp:
+                loss, metrics = compute_loss(model, batch)
+            for k, v in {"loss": loss, **metrics}.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
     model.train()
     return {f"val_{k}": v for k, v in totals.items()}
 

@@ -1,0 +1,965 @@
+"""ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators (Clark, Luong, Le, Manning, 2020).
+What this file changes relative to bert.py:
+- Replaced token detection: a small generator (an MLM) fills the masked positions with SAMPLED tokens and the
+  discriminator, the model that is kept, tells for EVERY token whether it was replaced (§2).
+- Generator and discriminator share one embedding module (§3.1); the generator is a fraction of the size (§3.2).
+- Loss = generator MLM + 50 x discriminator; no gradient flows through the samples (§2).
+- Masking: 15% of tokens (25% for large), 85% [MASK] / 15% unchanged, no random tokens; a new mask every time
+  an example is fed (release).
+- No next sentence prediction and no pooler: one or two segments of one document per example (release).
+- Embedding size E, with a projection to each encoder's width where they differ (Table 6).
+- Adam with lr 5e-4 (small) / 2e-4 (base), 10,000 warmup steps, then linear decay (Table 6).
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import functools
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import common
+
+# --- config ---
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+@dataclass
+class Config:
+    # model
+    vocab_size: int = 30522  # BERT's uncased WordPiece, Appendix A
+    max_len: int = 512
+    type_vocab: int = 2
+    embed: int = 768  # E, shared by both encoders (Table 6)
+    layers: int = 12
+    hidden: int = 768  # the discriminator's
+    heads: int = 12
+    ffn: int = 3072
+    gen_size: float = 1 / 3  # generator hidden / discriminator hidden (§3.2, Table 6); heads hidden/64, FFN 4x
+    activation: str = "gelu"
+    eps: float = 1e-12
+    dropout: float = 0.1
+    # objective
+    mask_prob: float = 0.15  # §2 (25% for large, Table 6)
+    max_predictions: int = 79  # masked positions per sequence: int((mask_prob + 0.005) * seq_len), release
+    short_seq_prob: float = 0.05  # a random target length instead of the full one, release
+    disc_weight: float = 50.0  # λ, §2
+    # training
+    seq_len: int = 512  # Table 6
+    batch_size: int = 256  # Table 6
+    grad_accum: int = 1
+    steps: int = 766_000  # Table 6
+    lr: float = 2e-4  # Table 6
+    warmup: int = 10_000
+    schedule: str = "linear"
+    weight_decay: float = 0.01
+    betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-6
+    clip: float = 1.0
+    log_interval: int = 100
+    eval_interval: int = 1000
+    eval_examples: int = 1024  # the same validation examples whatever the batch size
+
+    @property
+    def gen_hidden(self):
+        return round(self.hidden * self.gen_size)
+
+
+def _sized(layers, hidden, **kw):
+    """An encoder of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
+    return Config(layers=layers, hidden=hidden, heads=hidden // 64, ffn=4 * hidden, **kw)
+
+
+PRESETS = {
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
+    "tiny": _sized(2, 128, embed=128, gen_size=1 / 4, vocab_size=4096, max_len=128, dropout=0.0, max_predictions=19,
+                   seq_len=128, batch_size=32, steps=2000, lr=1e-3, warmup=50, log_interval=100, eval_interval=500,
+                   eval_examples=320),
+    # the paper's ELECTRA-Small: 13,549,057 parameters in the discriminator (Table 6; its generator 1/4 the width)
+    "small": _sized(12, 256, embed=128, gen_size=1 / 4, max_predictions=19, seq_len=128, batch_size=128,
+                    steps=1_000_000, lr=5e-4),
+    "base": Config(),  # 109,483,009 in the discriminator, 33,740,602 in the generator
+    # ELECTRA-400K; the released ELECTRA-Large trained for 1.75M steps
+    "large": _sized(24, 1024, embed=1024, gen_size=1 / 4, mask_prob=0.25, max_predictions=130, batch_size=2048,
+                    steps=400_000),
+}
+
+# --- tokenizer ---
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 0, as the release's vocabulary
+
+
+def _configure(tok):
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercased, accents stripped
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+def train_tokenizer(docs, cfg):
+    """WordPiece: words split into the longest known pieces, continuations marked ## (§3.2)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
+    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False)
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the bert-base-uncased `vocab.txt`."""
+    from tokenizers import Tokenizer, models
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if (folder / "vocab.txt").exists():
+        tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
+        tok.add_special_tokens(SPECIALS)  # so that "[MASK]" in a text is one token, not "[", "mask", "]"
+        return tok
+    return None
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+# --- data ---
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in spec.split(","):
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                try:
+                    texts += [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(f"--data: {f} is not JSON lines with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    return {"train": [d for i, d in enumerate(docs) if i not in val], "val": [d for i, d in enumerate(docs) if i in val]}
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for doc in split_docs:
+                    first = len(sents)
+                    for enc in tokenizer.encode_batch(doc, add_special_tokens=False):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        sents.append((n, n + len(ids)))
+                        n += len(ids)
+                    if eod_id is not None:
+                        f.write(np.array([eod_id], dtype=dtype).tobytes())
+                        n += 1
+                    bounds.append((first, len(sents)))
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+def load_data(docs, tokenizer, out, cfg):
+    """Examples made once, as the release's build_pretraining_dataset, with a fixed seed (12345, as bert.py)."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
+    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    for split in data.values():
+        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
+        split["special"], split["mask_id"] = np.array(specials), specials[4]
+        if not len(split["input_ids"]):
+            raise UserError("the corpus is too small: a split made no examples")
+    return data
+
+
+def make_instances(split, cfg, rng, cls_id, sep_id):
+    """[CLS] A [SEP] B [SEP]: a document's sentences gathered up to a target length (5% of the time a random shorter
+    one), then cut in two at a sentence near the middle, or 10% of the time kept as one segment [CLS] A [SEP].
+    An example never crosses a document; there is no next sentence prediction (release)."""
+    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
+    ids, types = [], []
+
+    def new_target():
+        return rng.integers(5, cfg.seq_len + 1) if rng.random() < cfg.short_seq_prob else cfg.seq_len
+
+    target = new_target()
+    for first, last in docs:
+        chunk, length = [], 0
+        for k in range(first, last):
+            chunk.append(tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist())
+            length += len(chunk[-1])
+            if length < target and k < last - 1:
+                continue
+            half = 10**9 if rng.random() < 0.1 else (target - 3) // 2  # one segment, as classification inputs
+            a, b = [], []
+            for s in chunk:  # A while it is short of half (a coin decides at the crossing), then B, as the release
+                if not a or len(a) + len(s) < half or (not b and len(a) < half and rng.random() < 0.5):
+                    a += s
+                else:
+                    b += s
+            a = a[:cfg.seq_len - 2]
+            b = b[:max(0, cfg.seq_len - len(a) - 3)]
+            ids.append([cls_id, *a, sep_id, *([*b, sep_id] if b else [])])
+            types.append([0] * (len(a) + 2) + [1] * (len(b) + 1 if b else 0))
+            chunk, length, target = [], 0, new_target()
+    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
+    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
+    for i in range(n):
+        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
+    return {"input_ids": input_ids, "token_type_ids": type_ids}
+
+
+def mask_tokens(input_ids, keys, seed, split, cfg):
+    """Choose mask_prob of each row's tokens (never a special token or padding; at most max_predictions); of those
+    85% become the mask token and 15% stay, with no random tokens: the generator supplies those (release). Random
+    numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P),
+    padded with label -100."""
+    B, T = input_ids.shape
+    P = cfg.max_predictions
+    candidate = ~np.isin(input_ids, split["special"])  # (B, T)
+    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
+    chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
+    positions = np.where(chosen, order, 0)
+    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
+    replaced = np.where(uniform(seed, keys, P, 1) < 0.85, split["mask_id"], labels)
+    ids = input_ids.copy()
+    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+    ids[rows[chosen], positions[chosen]] = replaced[chosen]
+    return ids, positions, labels
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The order of the n instances in an epoch: a fresh permutation each epoch."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the example, not the
+    instance: every time an instance is fed it gets a fresh mask (the release masks inside the training graph)."""
+    n = len(data["input_ids"])
+    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
+    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
+    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic
+    return {"input_ids": torch.from_numpy(masked),
+            "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
+            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
+
+
+# --- model ---
+
+
+class Embeddings(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)
+        self.positions = nn.Embedding(cfg.max_len, cfg.embed)
+        self.types = nn.Embedding(cfg.type_vocab, cfg.embed)
+        self.ln = nn.LayerNorm(cfg.embed, eps=cfg.eps)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, E)
+        T = input_ids.shape[1]
+        x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
+        x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        return self.drop(self.ln(x))
+
+
+class Encoder(nn.Module):
+    """Blocks of width `hidden` on the shared embeddings, entered through a Linear(E, hidden) where E differs."""
+
+    def __init__(self, cfg, hidden, heads, ffn):
+        super().__init__()
+        self.project = nn.Linear(cfg.embed, hidden) if hidden != cfg.embed else nn.Identity()
+        self.blocks = nn.ModuleList(
+            common.Block(hidden, heads, ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
+            for _ in range(cfg.layers))
+
+    def forward(self, x, mask):  # (B, T, E) -> (B, T, hidden)
+        x = self.project(x)
+        for block in self.blocks:
+            x = block(x, mask)
+        return x
+
+
+def sample_replacements(input_ids, positions, labels, logits):
+    """Put the generator's samples in place of the chosen tokens (Gumbel-max: argmax of logits + Gumbel noise is a
+    sample of softmax(logits), temperature 1). Returns the corrupted ids (B, T) and the discriminator's labels
+    (B, T): 1 only where the sample differs from the original, so a correct guess counts as original (§2)."""
+    with torch.no_grad():  # the samples are data for the discriminator: no gradient flows back through them (§2)
+        u = torch.rand(logits.shape, device=logits.device)
+        sampled = (logits.float() - torch.log(-torch.log(u))).argmax(-1)  # (B, P)
+        chosen = labels != -100
+        kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
+        fake = input_ids.scatter(1, positions, torch.where(chosen, sampled, kept))  # (B, T)
+        replaced = torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (sampled != labels))
+    return fake, replaced
+
+
+# Hugging Face names -> ours, applied in order; TOWER is the generator or the discriminator
+HF_NAMES = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
+            "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
+            "embeddings_project": "TOWER.project", "encoder.layer.": "TOWER.blocks.",
+            "attention.output.dense": "attn.proj", "attention.output.LayerNorm": "ln1", "intermediate.dense": "mlp.fc",
+            "output.dense": "mlp.proj", "output.LayerNorm": "ln2",
+            "discriminator_predictions.dense_prediction": "rtd.out", "discriminator_predictions.dense": "rtd.dense",
+            "generator_predictions.dense": "mlm.dense", "generator_predictions.LayerNorm": "mlm.ln",
+            "generator_lm_head.bias": "head.bias"}
+
+
+class Model(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)  # ONE module that both encoders read, not a copy (§3.1, bug class 6)
+        g = cfg.gen_hidden
+        self.generator = Encoder(cfg, g, max(1, g // 64), 4 * g)  # heads and FFN as the release sizes them
+        self.discriminator = Encoder(cfg, cfg.hidden, cfg.heads, cfg.ffn)
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(g, cfg.embed), "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
+        self.head = nn.Linear(cfg.embed, cfg.vocab_size)
+        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy (bug class 6); own bias
+        self.rtd = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden), "out": nn.Linear(cfg.hidden, 1)})
+        self.apply(self._init)
+        self.tokenizer = None
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)  # truncated N(0, 0.02) in the release
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared or tied tensor once
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H), the discriminator's
+        return self.discriminator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
+
+    def detect(self, input_ids, attention_mask=None, token_type_ids=None):
+        """The discriminator's logit (B, T) that each token was replaced."""
+        h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        return self.rtd.out(common.ACTIVATIONS[self.cfg.activation](self.rtd.dense(h))).squeeze(-1)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None, labels=None):
+        """Replaced token detection in one call, so that DDP and torch.compile see the whole step: the generator's
+        MLM logits (B, P, V) at the masked `positions` (B, P); tokens sampled from them in place of the originals
+        `labels` (B, P); the discriminator's logits (B, T) on the result, and its labels (B, T)."""
+        h = self.generator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
+        h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): the vocabulary only where needed
+        logits = self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))))  # (B, P, V)
+        fake, replaced = sample_replacements(input_ids, positions, labels, logits)
+        return logits, self.detect(fake, attention_mask, token_type_ids), replaced
+
+    @classmethod
+    def from_pretrained(cls, path, base=None, generator=None):
+        """An `electra` discriminator folder in the Hugging Face layout (ElectraForPreTraining or ElectraModel; with or
+        without the `electra.` prefix) and, if given, its generator's folder (ElectraForMaskedLM), whose embeddings
+        are the shared ones. Parts the files lack are initialised and listed: without a generator, all of it."""
+        hf, sd = read_pretrained(path, "electra")
+        hidden = hf["hidden_size"]  # the preset of this width supplies what the file does not say
+        base = base or next((c for c in PRESETS.values() if c.hidden == hidden), PRESETS["base"])
+        cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
+                                  type_vocab=hf.get("type_vocab_size", 2), embed=hf.get("embedding_size", hidden),
+                                  layers=hf["num_hidden_layers"], hidden=hidden, heads=hf["num_attention_heads"],
+                                  ffn=hf["intermediate_size"], activation=hf.get("hidden_act", "gelu"),
+                                  eps=hf.get("layer_norm_eps", 1e-12), dropout=hf.get("hidden_dropout_prob", 0.1))
+        if cfg.activation not in common.ACTIVATIONS:
+            raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
+        if generator is not None:
+            gen_hf, gen_sd = read_pretrained(generator, "electra")
+            g = gen_hf["hidden_size"]
+            cfg = dataclasses.replace(cfg, gen_size=g / hidden)
+            same = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size")
+            sized = (gen_hf["num_attention_heads"], gen_hf["intermediate_size"]) == (max(1, g // 64), 4 * g)
+            if any(gen_hf.get(k) != hf.get(k) for k in same) or not sized:
+                raise UserError(f"--from-pretrained {generator}: not a generator of {path}'s shape")
+
+        def rename(sd, tower):
+            ours = {}
+            for k, v in sd.items():
+                k = k.removeprefix("electra.")
+                if k.startswith(("generator_lm_head.weight", "embeddings.position_ids", "embeddings.token_type_ids")):
+                    continue  # the tied decoder, and buffers
+                for old, new in HF_NAMES.items():
+                    k = k.replace(old, new.replace("TOWER", tower))
+                ours[k] = v
+            for i in range(cfg.layers):  # query, key and value are one matrix here
+                qkv = [ours.pop(f"{tower}.blocks.{i}.attention.self.{n}.{p}", None)
+                       for p in ("weight", "bias") for n in ("query", "key", "value")]
+                if all(t is not None for t in qkv):
+                    ours[f"{tower}.blocks.{i}.attn.qkv.weight"] = torch.cat(qkv[:3])
+                    ours[f"{tower}.blocks.{i}.attn.qkv.bias"] = torch.cat(qkv[3:])
+            return ours
+
+        ours = rename(sd, "discriminator")
+        if generator is not None:
+            gen = rename(gen_sd, "generator")
+            shared = {k: gen.pop(k) for k in list(gen) if k.startswith("embeddings.")}
+            if any(k in ours and not torch.equal(v, ours[k]) for k, v in shared.items()):
+                print(f"warning: {generator}'s embeddings differ from {path}'s; the discriminator's are used for both",
+                      file=sys.stderr)
+            ours.update({k: v for k, v in gen.items() if k.startswith(("generator.", "mlm.", "head."))})
+        model = cls(cfg)
+        load_weights(model, ours, path, optional=("generator.", "mlm.", "head.bias", "rtd."))
+        model.tokenizer = load_tokenizer(path)
+        return model
+
+    def export(self, folder):
+        """Save the discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining folder."""
+        from safetensors.torch import save_file
+
+        sd = {}
+        for k, v in self.state_dict().items():
+            if not k.startswith(("embeddings.", "discriminator.", "rtd.")):
+                continue  # the generator is thrown away
+            parts = zip(("query", "key", "value"), v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
+            for n, t in parts:
+                name = k.replace("attn.qkv", f"attention.self.{n}")
+                for old, new in reversed(HF_NAMES.items()):
+                    name = name.replace(new.replace("TOWER", "discriminator"), old)
+                sd[name if name.startswith("discriminator_") else "electra." + name] = t.detach().contiguous().cpu()
+        c = self.cfg
+        config = {"architectures": ["ElectraForPreTraining"], "model_type": "electra", "vocab_size": c.vocab_size,
+                  "embedding_size": c.embed, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
+                  "num_attention_heads": c.heads, "intermediate_size": c.ffn, "hidden_act": c.activation,
+                  "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.dropout,
+                  "max_position_embeddings": c.max_len, "type_vocab_size": c.type_vocab, "layer_norm_eps": c.eps,
+                  "pad_token_id": 0}
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if self.tokenizer is not None:
+            self.tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def read_pretrained(path, model_type):
+    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
+    path = Path(path)
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
+    if hf.get("model_type") != model_type:
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
+    try:
+        if (path / "model.safetensors").exists():
+            from safetensors.torch import load_file
+            sd = load_file(str(path / "model.safetensors"))
+        elif (path / "pytorch_model.bin").exists():
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    return hf, sd
+
+
+def load_weights(model, sd, path, optional=()):
+    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
+    initialisation and are listed in a warning, any other mismatch is an error."""
+    own = model.state_dict()
+    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
+    missing = [k for k in tensors if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
+        raise UserError(f"--from-pretrained {path}: weights do not match the config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+    model.load_state_dict(sd, strict=False)
+    if missing:
+        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
+        print(f"warning: {path} has no {', '.join(parts)}: "
+              "freshly initialised", file=sys.stderr)
+
+
+# --- objective ---
+
+
+def compute_loss(model, batch):
+    """Generator MLM cross-entropy over the masked positions + λ x the discriminator's sigmoid cross-entropy over
+    every real token (§2, Equation 1). Returns the loss and metrics."""
+    labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
+    mlm_logits, rtd_logits, replaced = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                             batch["mlm_positions"], labels)  # (B, P, V), (B, T), (B, T)
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
+    real = batch["attention_mask"].bool()  # [CLS] and [SEP] count, padding does not
+    per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(), reduction="none")
+    rtd_loss = (per_token * real).sum() / real.sum()
+    guess, chosen = (rtd_logits > 0) & real, labels != -100
+    metrics = {"mlm_loss": mlm_loss, "rtd_loss": rtd_loss,
+               "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
+               "rtd_acc": ((guess == replaced) & real).sum() / real.sum(),
+               "precision": (guess & replaced).sum() / guess.sum().clamp(min=1),
+               "recall": (guess & replaced).sum() / replaced.sum().clamp(min=1),
+               "replaced": replaced.sum() / real.sum()}  # 1 - this is the accuracy of always answering "original"
+    return mlm_loss + getattr(model, "module", model).cfg.disc_weight * rtd_loss, metrics  # DDP wraps the model
+
+
+# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
+
+
+def setup_runtime(args):
+    """Device (CUDA, then MPS, then CPU), autocast dtype, and DDP when launched by torchrun."""
+    ddp = "RANK" in os.environ
+    rank, local, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
+    name = args.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    device = torch.device(f"cuda:{local}" if name == "cuda" else name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        # TF32 for the fp32 matmuls that autocast leaves (optimizer, loss): faster, and far more precise than bf16
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "fp32" if device.type == "cpu" else "bf16" if device.type == "mps" or torch.cuda.is_bf16_supported() else "fp16"
+    if ddp:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
+                              amp=torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype),
+                                                 enabled=dtype != "fp32"))
+
+
+def configure_optimizer(model, cfg, device):
+    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
+
+
+def get_lr(step, cfg):
+    """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
+    if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
+
+@torch.no_grad()
+def evaluate(model, data, seed, cfg, rt):
+    """Mean validation loss and metrics over the first eval_examples examples of the split, with dropout off."""
+    model.eval()
+    totals = {}
+    # an objective that samples (ELECTRA) draws the same samples at every evaluation; training's draws are untouched
+    with torch.random.fork_rng(devices=[rt.device.index] if rt.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, cfg.eval_examples, cfg.batch_size):
+            ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
+            batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
+            with rt.amp:
+                loss, metrics = compute_loss(model, batch)
+            for k, v in {"loss": loss, **metrics}.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
+    model.train()
+    return {f"val_{k}": v for k, v in totals.items()}
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    if not Path(path).exists():
+        raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or --from-pretrained")
+    try:  # weights_only: a checkpoint is data, never code to run
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}") from None
+    if not isinstance(state, dict) or state.get("script") != Path(__file__).stem:
+        raise UserError(f"{path} is not a {Path(__file__).stem}.py checkpoint")
+    return state
+
+
+def flops_per_token(model, cfg):
+    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
+    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
+
+def peak_flops(device):
+    """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
+
+def overrides(args):
+    """The training settings given on the command line, validated before anything is written."""
+    given = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr}
+    for name, value in given.items():
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def train(args):
+    """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
+    if args.size not in PRESETS:
+        raise UserError(f"--size {args.size!r} is unknown; choose one of {', '.join(PRESETS)}")
+    out = Path(args.out)
+    ckpt_path = out / "ckpt.pt"
+    state = load_checkpoint(ckpt_path) if args.resume else None
+    if state is None and ckpt_path.exists():  # never overwrite a run by accident
+        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    # a resumed run keeps its own config; the command line may still extend --steps or change the batch
+    cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
+    # --from-pretrained: the checkpoint's architecture with the preset's training settings
+    pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
+    cfg = pretrained.cfg if pretrained is not None else cfg
+    docs = read_corpus(args.data)  # every input is checked before the first file is written
+    rt = setup_runtime(args)
+
+    out.mkdir(parents=True, exist_ok=True)
+    if rt.ddp and not rt.master:
+        torch.distributed.barrier()  # rank 0 writes the tokenizer and the token cache; the others then read them
+    if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
+        pretrained.tokenizer.save(str(out / "tokenizer.json"))
+    tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
+    if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
+        raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
+                        f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
+    data = load_data(docs, tokenizer, out, cfg)
+    if rt.ddp and rt.master:
+        torch.distributed.barrier()
+
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    model = pretrained if pretrained is not None else Model(cfg)
+    model.tokenizer = tokenizer
+    step, seen = 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        step, seen = state["step"], state["seen"]
+    model.to(rt.device)
+    optimizer = configure_optimizer(model, cfg, rt.device)
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and rt.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"])
+    else:
+        torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
+    raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes (bug class 9)
+    if args.compile:
+        model = torch.compile(model)
+    if rt.ddp:
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+    metrics_path = out / "metrics.jsonl"
+    if rt.master:  # on resume, forget what was logged after the checkpoint
+        lines = metrics_path.read_text().splitlines() if state and metrics_path.exists() else []
+        metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+        print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, {len(data['train']['tokens']):,} training "
+              f"tokens, {rt.device} {rt.dtype}, {rt.world} process(es), step {step} of {cfg.steps}")
+
+    def log(record):
+        if not rt.master:
+            return
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}", "eta_s": "eta {:.0f}s"}
+        print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
+
+    def batch_at(seen, micro):
+        """Micro-batch `micro` of the step that starts after `seen` examples: the same global batch for any
+        world size and accumulation, each process taking its own slice."""
+        ids = seen + (micro * W + rt.rank) * B + np.arange(B)
+        batch = get_batch(data["train"], ids, args.seed, cfg)
+        if rt.device.type == "cuda":
+            return {k: v.pin_memory().to(rt.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(rt.device) for k, v in batch.items()}
+
+    B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
+    tokens_per_step = B * A * W * cfg.seq_len
+    peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
+    if step == 0:  # the loss before training, for comparison; validation data has its own seed
+        log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
+    batch = batch_at(seen, 0)
+    sums, t_log, step_log, t_start, step_start, data_time = {}, time.time(), step, time.time(), step, 0.0
+    while step < cfg.steps:
+        lr = get_lr(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(A):
+            with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():  # one all-reduce a step
+                with rt.amp:
+                    loss, metrics = compute_loss(model, batch)
+                scaler.scale(loss / A).backward()  # the mean over micro-batches, as one batch of A * B
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / A
+            t0 = time.time()
+            last = micro == A - 1
+            batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
+            data_time += time.time() - t0
+        scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step, seen = step + 1, seen + A * W * B
+
+        record = {"step": step}
+        if step % cfg.log_interval == 0 or step == cfg.steps:
+            values = torch.stack(list(sums.values())) / (step - step_log)  # the only host sync of the loop
+            if rt.ddp:
+                torch.distributed.all_reduce(values)
+                values /= W
+            dt, now = time.time() - t_log, time.time()
+            record.update({k: float(v) for k, v in zip(sums, values)}, lr=lr,
+                          tokens_per_s=round((step - step_log) * tokens_per_step / dt))
+            if peak:
+                record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
+            record.update(data_frac=round(data_time / dt, 4), eta_s=(now - t_start) / (step - step_start) * (cfg.steps - step))
+            sums, t_log, step_log, data_time = {}, now, step, 0.0
+        if step % cfg.eval_interval == 0 or step == cfg.steps:
+            record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
+        bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
+        if bad:  # stop before the checkpoint below can save a broken model (bug class 13)
+            raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. Lower --lr, "
+                            "or train in --dtype bf16 or fp32 instead of fp16")
+        if len(record) > 1:
+            log(record)
+        if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps):
+            save_checkpoint(ckpt_path, {
+                "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
+                "rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})})
+    if rt.master:
+        print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
+    if rt.ddp:
+        torch.distributed.destroy_process_group()
+    return raw.eval()
+
+
+def load_model(args):
+    """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
+    if args.from_pretrained:
+        model = Model.from_pretrained(args.from_pretrained)
+        if model.tokenizer is None:
+            raise UserError(f"--from-pretrained {args.from_pretrained}: no tokenizer files")
+        return model.eval()
+    state = load_checkpoint(Path(args.out) / "ckpt.pt")
+    model = Model(Config(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.tokenizer = load_tokenizer(args.out)
+    return model.eval()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", action="store_true", help="pretrain, then run the demo")
+    p.add_argument("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
+    p.add_argument("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
+                                                "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
+    p.add_argument("--out", default=f"runs/{Path(__file__).stem}", help="run folder: tokenizer, token cache, checkpoint, metrics")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process (default: the preset's)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
+    p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    return p
+
+
+def run(main, argv):
+    """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
+    try:
+        return main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Print each token of --detect with the discriminator's probability that it was replaced (after training: a
+    fixed sentence with one word swapped)."""
+    text = args.detect if args.detect is not None else "the return statement raises a module ."
+    tok, device = model.tokenizer, next(model.parameters()).device
+    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
+    with torch.no_grad():
+        probs = model.detect(ids)[0].float().sigmoid()  # (T,)
+    print(text)
+    for i, p in zip(ids[0, 1:-1].tolist(), probs[1:-1].tolist()):
+        print(f"{tok.id_to_token(i):>16} {p:.3f}{'  replaced' if p > 0.5 else ''}")
+
+
+# --- main ---
+
+
+def main(argv=None):
+    p = build_parser()
+    p.add_argument("--detect", default=None, metavar="TEXT",
+                   help="print each token of TEXT with the probability that it was replaced")
+    args = p.parse_args(argv)
+    if not args.train and args.detect is None:
+        p.print_help()
+        return 0
+    if args.size is None:
+        args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
+    model = train(args) if args.train else load_model(args)
+    if int(os.environ.get("RANK", 0)) == 0:
+        if args.train:  # the discriminator is kept and the generator thrown away (§2)
+            model.export(Path(args.out) / "discriminator")
+        demo(model, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, None))
