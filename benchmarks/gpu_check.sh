@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check (run on the device machine): the CUDA tests, then short default-corpus training runs
 # of each script named (default: gpt), whose last log line (steady state) gives tokens/s and MFU.
-# Usage: bash benchmarks/gpu_check.sh [gpt] [bert] [base]; prints a short table at the end.
+# Usage: bash benchmarks/gpu_check.sh [gpt] [bert] [base] [electra] [bench]; prints a short table at the end.
+# bench: bench.py at base size, sequence 512, bf16 + compile, every model against Hugging Face (the targets).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
@@ -24,6 +25,9 @@ for paper in "${@:-gpt}"; do
           run bert_base_compile bert.py --size base --steps 300 --compile ;;
     base) run gpt_base_compile gpt.py --size base --steps 300 --compile --max-new-tokens 30
           run bert_base_compile bert.py --size base --steps 300 --compile ;;
+    electra) run electra_small_compile electra.py --size small --steps 2000 --compile ;;
+    bench) timeout 400 python bench.py --device cuda --size base --seq-len 512 --batch-size 32 --compile \
+             --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1; echo "rc=$?" >> "$OUT/bench.log"; cat "$OUT/bench.log" ;;
   esac
 done
 echo; echo "== summary (last log line of each run: steady state) =="
