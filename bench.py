@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 MODELS = ["gpt", "bert", "roberta", "albert", "electra"]
 
@@ -32,9 +31,9 @@ def make_batch(name, cfg, B, device, seed=0):
         return {"input_ids": ids[:, :-1].to(device), "targets": ids[:, 1:].to(device)}
     P = min(cfg.max_predictions, round(0.15 * T))
     positions = torch.rand(B, T, generator=g).argsort(1)[:, :P]  # (B, P), distinct
-    batch = {"input_ids": ids, "attention_mask": torch.ones(B, T, dtype=torch.long), "mlm_positions": positions,
+    batch = {"input_ids": ids.scatter(1, positions, 4),  # the mask token of the WordPiece vocabularies
+             "attention_mask": torch.ones(B, T, dtype=torch.long), "mlm_positions": positions,
              "mlm_labels": ids.gather(1, positions)}
-    batch["input_ids"] = ids.scatter(1, positions, 4)  # the mask token of the WordPiece vocabularies
     if name != "roberta":
         batch["token_type_ids"] = (torch.arange(T) >= T // 2).long().expand(B, T).contiguous()
     if name in ("bert", "albert"):
@@ -75,6 +74,8 @@ def reference(name, cfg):
                                                         max_position_embeddings=cfg.max_len, **common))
         return model, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b),
                                       sentence_order_label=b["sop_labels"]).loss
+    import electra
+
     g = cfg.gen_hidden
     disc = tf.ElectraForPreTraining(tf.ElectraConfig(embedding_size=cfg.embed, hidden_size=cfg.hidden,
                                                      max_position_embeddings=cfg.max_len, **common))
@@ -85,13 +86,11 @@ def reference(name, cfg):
     gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
 
     def loss(b):
-        labels = full_labels(b)
-        out = gen(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=labels)
-        with torch.no_grad():  # Gumbel-max samples at the masked positions, as electra.py
-            noise = -torch.log(-torch.log(torch.rand(out.logits.shape, device=out.logits.device)))
-            fake = torch.where(labels != -100, (out.logits.float() + noise).argmax(-1), b["input_ids"])
-            replaced = (fake != torch.where(labels != -100, labels, b["input_ids"])).float()
-        return out.loss + 50 * disc(fake, b["attention_mask"], b["token_type_ids"], labels=replaced).loss
+        out = gen(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b))
+        positions = b["mlm_positions"][..., None].expand(-1, -1, out.logits.shape[-1])
+        fake, replaced = electra.sample_replacements(b["input_ids"], b["mlm_positions"], b["mlm_labels"],
+                                                     out.logits.gather(1, positions))  # the same sampling as ours
+        return out.loss + 50 * disc(fake, b["attention_mask"], b["token_type_ids"], labels=replaced.float()).loss
 
     return torch.nn.ModuleDict({"generator": gen, "discriminator": disc}), loss
 
