@@ -210,11 +210,18 @@ def read_corpus(spec):
 
 
 def split_documents(docs):
-    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation."""
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
+    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
+    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
     if len(docs) < 2:
         raise UserError("the corpus is a single document; separate documents with a blank line")
     val = set(range(19, len(docs), 20)) or {len(docs) - 1}
-    return {"train": [d for i, d in enumerate(docs) if i not in val], "val": [d for i, d in enumerate(docs) if i in val]}
+    train = [d for i, d in enumerate(docs) if i not in val]
+    trained = {s for d in train for s in d}
+    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
+    if not any(held):
+        raise UserError("no validation text: every held-out sentence also occurs in a training document")
+    return {"train": train, "val": [d for d in held if d]}
 
 
 def cache_tokens(docs, tokenizer, folder, eod_id=None):
@@ -222,6 +229,9 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
 
     Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
     `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
+    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
+    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
     """
     key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
     folder = Path(folder) / key
@@ -231,17 +241,24 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
         for split, split_docs in split_documents(docs).items():
             sents, bounds, n = [], [], 0
             with open(folder / f"{split}.tokens", "wb") as f:
-                for doc in split_docs:
-                    first = len(sents)
-                    for enc in tokenizer.encode_batch(doc, add_special_tokens=False):
+                for chunk in range(0, len(split_docs), 256):
+                    part = split_docs[chunk:chunk + 256]
+                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
+                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
                         ids = np.array(enc.ids, dtype=dtype)
                         f.write(ids.tobytes())
-                        sents.append((n, n + len(ids)))
+                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
+                        # a token is the sentence's whose start its end offset reaches: the space before a sentence
+                        # (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
+                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
+                        bounds.append((len(sents), len(sents) + len(doc)))
+                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
                         n += len(ids)
-                    if eod_id is not None:
-                        f.write(np.array([eod_id], dtype=dtype).tobytes())
-                        n += 1
-                    bounds.append((first, len(sents)))
+                        if eod_id is not None:
+                            f.write(np.array([eod_id], dtype=dtype).tobytes())
+                            n += 1
             np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
             np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
         (folder / "dtype").write_text(np.dtype(dtype).name)

@@ -23,11 +23,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    """A small slice of the default corpus as a text file: 60 documents, blank lines between them."""
+    """A small slice of the default corpus as a text file: 60 documents, blank lines between them. (The first 60
+    would hold out the `class` and `id-classes` topics, which validation drops as parts of training topics.)"""
     import gpt
 
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join("\n".join(doc) for doc in gpt.default_corpus()[:60]) + "\n")
+    path.write_text("\n\n".join("\n".join(doc) for doc in gpt.default_corpus()[1:61]) + "\n")
     return path
 
 

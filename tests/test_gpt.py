@@ -321,7 +321,33 @@ def test_default_corpus_is_documents_of_sentences():
     assert len(docs) > 400 and 1_000_000 < sum(len(s) for d in docs for s in d) < 4_000_000
     assert docs == gpt.default_corpus()  # deterministic order
     split = gpt.split_documents(docs)
-    assert len(split["val"]) == len(docs) // 20 and not any(d in split["train"] for d in split["val"][:5])
+    assert len(docs) // 20 - 5 < len(split["val"]) <= len(docs) // 20 and not any(d in split["train"] for d in split["val"])
+    trained = {s for d in split["train"] for s in d}  # nested topics (`class` inside `compound`) stay out of validation
+    assert not any(s in trained for d in split["val"] for s in d)
+
+
+def test_validation_never_holds_a_training_sentence():
+    docs = [[f"Document {i} sentence {j}." for j in range(3)] for i in range(40)]
+    docs[19] = docs[3][1:] + ["Only in validation."]  # held out, but contained in a training document
+    docs[39] = list(docs[5])  # held out, and all of it in training
+    split = gpt.split_documents(docs)
+    assert split["val"] == [["Only in validation."]] and len(split["train"]) == 38
+    docs[19] = list(docs[3])
+    with pytest.raises(gpt.UserError, match="no validation text"):
+        gpt.split_documents(docs)
+
+
+def test_cached_tokens_are_each_documents_encoding(corpus, gpt_tokenizer, tmp_path):
+    """A document's cached ids are exactly the tokenizer's encoding of its text (sentences joined by spaces), and its
+    sentences' offsets cover them in order."""
+    from tokenizers import Tokenizer
+
+    tok, docs = Tokenizer.from_file(str(gpt_tokenizer)), gpt.read_corpus(str(corpus))
+    split = gpt.cache_tokens(docs, tok, tmp_path, eod_id=1)["train"]
+    for d, (first, last) in zip(gpt.split_documents(docs)["train"], split["documents"]):
+        (start, _), (_, end) = split["sentences"][first], split["sentences"][last - 1]
+        assert split["tokens"][start:end].tolist() == tok.encode(" ".join(d)).ids and split["tokens"][end] == 1
+        assert (split["sentences"][first + 1:last, 0] == split["sentences"][first:last - 1, 1]).all()
 
 
 BAD_INPUTS = {

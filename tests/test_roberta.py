@@ -107,9 +107,22 @@ def test_full_sentences_pack_across_documents_with_a_separator(data):
     crossing = [r for r in inner if (r == 2).any()]
     assert len(crossing) >= len(split["documents"]) // 2  # sequences span document boundaries, marked by </s>
     stream = np.concatenate(inner)
-    longest = tiny().seq_len - 2
-    expected = np.concatenate([split["tokens"][s:e][:longest] for s, e in split["sentences"]])
-    assert np.array_equal(stream[stream != 2], expected)  # every sentence once, in order (over-long ones cut)
+    expected = np.concatenate([split["tokens"][s:e] for s, e in split["sentences"]])
+    assert np.array_equal(stream[stream != 2], expected)  # every token once, in order (over-long sentences go on)
+    assert ((split["sentences"][:, 1] - split["sentences"][:, 0]) > tiny().seq_len - 2).any()  # the test has some
+
+
+def test_training_text_is_tokenised_as_at_inference(corpus, data):
+    """Byte-level BPE keeps the space before a word in its token ("Ġthat"), so sentences encoded one by one and
+    joined would lose it at every sentence start. Each packed row, once its <s>, </s> and padding are removed, is
+    part of the tokenizer's encoding of the documents' text."""
+    split, tok = data
+    docs = roberta.split_documents(roberta.read_corpus(str(corpus)))["train"]
+    text = [t for d in docs for t in tok.encode(" ".join(d), add_special_tokens=False).ids]
+    packed = [t for row in split["train"]["input_ids"].tolist() for t in row if t not in (0, 1, 2)]
+    assert packed == text
+    starts = split["train"]["tokens"][split["train"]["sentences"][1:20, 0]]  # sentences after a document's first
+    assert sum(tok.id_to_token(int(t)).startswith("Ġ") for t in starts) >= 15
 
 
 def test_masks_are_dynamic_here_and_static_in_bert(data):
