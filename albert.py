@@ -55,10 +55,10 @@ class Config:
     dropout: float = 0.0  # the paper finds removing dropout helps; v2 release
     # objective
     mask_prob: float = 0.15  # §3.1
-    max_predictions: int = 20  # release
+    max_predictions: int = 20  # release: at length 512 it, not mask_prob, sets the count (about 4% of tokens)
     max_ngram: int = 3  # spans of up to 3 words, §4.1
     short_seq_prob: float = 0.1  # §4.1
-    dupe_factor: int = 10  # each document made into instances 10 times under different masks, release
+    dupe_factor: int = 40  # each document made into instances 40 times under different masks, release
     # training
     seq_len: int = 512  # §4.1
     batch_size: int = 64
@@ -303,6 +303,7 @@ def load_data(docs, tokenizer, out, cfg):
     for split in data.values():
         split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
         split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # <pad>, [CLS], [SEP]; <unk> may be, release
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
         split["word_start"] = word_start
         if not len(split["input_ids"]):
@@ -322,14 +323,15 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
         return tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist()
 
     for _ in range(cfg.dupe_factor):  # each pass pairs and truncates differently (and gets other masks)
-        for d, (first, last) in enumerate(docs):
+        for d, (first, last) in enumerate(docs):  # one target length per document and pass, as the release
             target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
             chunk, length, k = [], 0, first
             while k < last:
                 chunk.append(sentence(k))
                 length += len(chunk[-1])
                 if k == last - 1 or length >= target:
-                    if len(chunk) == 1:  # one sentence: cut it in two, never borrow another document (bug 12)
+                    # one sentence: cut it in two; the release takes B from another document, which is NSP (bug 12)
+                    if len(chunk) == 1:
                         cut = rng.integers(1, len(chunk[0])) if len(chunk[0]) >= 2 else 1
                         a, b = chunk[0][:cut], chunk[0][cut:]
                     else:
@@ -346,7 +348,6 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
                         types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
                         sop.append(label)
                     chunk, length = [], 0
-                    target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
                 k += 1
     n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
     input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
@@ -357,29 +358,44 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
     """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability proportional to
-    1/n, until 15% of each row's tokens are chosen (never special tokens or padding; at most max_predictions);
-    each chosen token becomes the mask token 80% of the time, a random non-special token 10%, stays 10%.
-    Random numbers are keyed by `keys`. Returns the new ids (B, T), and the positions and labels (B, P)."""
+    1/n, taken in a random order of their first words while they fit in 15% of each row's tokens (never [CLS],
+    [SEP] or padding; at most max_predictions); each chosen token becomes the mask token 80% of the time, a random
+    non-special token 10%, stays 10%. Random numbers are keyed by `keys`. Returns the new ids (B, T), and the
+    positions and labels (B, P). Vectorised over the rows: one pass per word rank, not one per word and row."""
     B, T = input_ids.shape
-    P = cfg.max_predictions
+    P, rows = cfg.max_predictions, np.arange(B)
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
+    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)  # a word never spans [SEP]
+    starts = candidate & (split["word_start"][input_ids] | after_gap)  # a word's first token, (B, T)
+    word = np.where(candidate, np.cumsum(starts, 1) - 1, -1)  # each token's word in its row, (B, T)
+    words = starts.sum(1)  # (B,)
+    W = max(1, int(words.max()))
+    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # tokens of each word, padded
+    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)
+    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)  # tokens before each word
+    budget = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
     p_ngram = 1 / np.arange(1, cfg.max_ngram + 1)
-    p_ngram /= p_ngram.sum()  # 6/11, 3/11, 2/11 for n = 1, 2, 3
-    ids, positions, labels = input_ids.copy(), np.zeros((B, P), np.int64), np.full((B, P), -100, np.int64)
-    for r in range(B):
-        rng = np.random.default_rng((seed, 1, int(keys[r])))
-        candidates = np.flatnonzero(~np.isin(input_ids[r], split["special"]))
-        starts = split["word_start"][input_ids[r, candidates]] | (np.diff(candidates, prepend=-2) > 1)
-        words = np.split(candidates, np.flatnonzero(starts)[1:])  # token positions of each whole word
-        n = min(P, max(1, round(len(candidates) * cfg.mask_prob)))
-        chosen = []
-        for w in rng.permutation(len(words)):
-            span = [t for word in words[w:w + rng.choice(cfg.max_ngram, p=p_ngram) + 1] for t in word]
-            if len(chosen) + len(span) <= n and not set(span) & set(chosen):
-                chosen += span
-        chosen = np.array(sorted(chosen), dtype=np.int64)
-        u, random_tokens = rng.random(len(chosen)), rng.choice(split["normal"], len(chosen))
-        positions[r, :len(chosen)], labels[r, :len(chosen)] = chosen, input_ids[r, chosen]
-        ids[r, chosen] = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, input_ids[r, chosen], random_tokens))
+    n_of = 1 + np.searchsorted(np.cumsum(p_ngram / p_ngram.sum()), uniform(seed, keys, W, 3))  # 6/11, 3/11, 2/11
+    order = np.argsort(np.where(np.arange(W) < words[:, None], uniform(seed, keys, W, 4), 2.0), axis=1)  # (B, W)
+    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)
+    for rank in range(W):
+        first = order[:, rank]  # (B,): each row's next span starts at this word
+        n = np.minimum(n_of[rows, first], words - first)  # spans end at the row's last word
+        size = before[rows, first + n] - before[rows, first]
+        span = first[:, None] + np.arange(cfg.max_ngram)  # (B, max_ngram)
+        inside = np.arange(cfg.max_ngram) < n[:, None]
+        ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)
+        taken[rows[:, None], span] |= inside & ok[:, None]
+        count += np.where(ok, size, 0)
+    chosen = candidate & taken[rows[:, None], np.maximum(word, 0)]  # (B, T)
+    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # the chosen positions first, in order
+    labels = np.where(np.arange(P) < chosen.sum(1)[:, None], np.take_along_axis(input_ids, positions, 1), -100)
+    positions = np.where(labels != -100, positions, 0)
+    u = uniform(seed, keys, P, 1)
+    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
+    ids, used = input_ids.copy(), labels != -100
+    ids[np.broadcast_to(rows[:, None], (B, P))[used], positions[used]] = replaced[used]
     return ids, positions, labels
 
 
@@ -440,7 +456,7 @@ class Model(nn.Module):
     @staticmethod
     def _init(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)  # truncated N(0, 0.02) in the release
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)  # N(0, 0.02) cut at 2 std, as the release
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
@@ -803,7 +819,8 @@ def train(args):
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        if cfg.clip > 0:  # 0 = no clipping
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
         scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

@@ -67,7 +67,7 @@ class Config:
     schedule: str = "linear"  # linear decay, §A.2
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-6  # the release's AdamWeightDecay
+    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (README)
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
@@ -304,6 +304,7 @@ def load_data(docs, tokenizer, out, cfg):
     for split in data.values():
         split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
         split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # [PAD], [CLS], [SEP]; [UNK] may be, release
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no sentence pairs")
@@ -322,7 +323,7 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
         return tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist()
 
     for _ in range(cfg.dupe_factor):  # each pass pairs and truncates differently (and gets other masks)
-        for d, (first, last) in enumerate(docs):
+        for d, (first, last) in enumerate(docs):  # one target length per document and pass, as the release
             target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
             chunk, length, k = [], 0, first
             while k < last:
@@ -350,7 +351,6 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
                         types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
                         nsp.append(label)
                     chunk, length = [], 0
-                    target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
                 k += 1
     n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
     input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
@@ -360,12 +360,12 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's tokens (never a special token or padding; at most max_predictions); of those
+    """Choose 15% of each row's tokens (never [CLS], [SEP] or padding; at most max_predictions); of those
     80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
     by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
     B, T = input_ids.shape
     P = cfg.max_predictions
-    candidate = ~np.isin(input_ids, split["special"])  # (B, T)
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
     n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
     order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
@@ -438,7 +438,7 @@ class Model(nn.Module):
     @staticmethod
     def _init(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)  # truncated N(0, 0.02) in the release
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)  # N(0, 0.02) cut at 2 std, as the release
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
@@ -770,7 +770,8 @@ def train(args):
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        if cfg.clip > 0:  # 0 = no clipping
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
         scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

@@ -69,10 +69,10 @@ class Config:
     steps: int = 766_000  # Table 6
     lr: float = 2e-4  # Table 6
     warmup: int = 10_000
-    schedule: str = "linear"
+    schedule: str = "linear"  # the release decays from step 0, peak * (1 - t/N) * min(1, t/w): within w/N of ours
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-6
+    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (README)
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
@@ -314,6 +314,7 @@ def load_data(docs, tokenizer, out, cfg):
     for split in data.values():
         split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
         split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # [PAD], [CLS], [SEP]; [UNK] may be, release
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no examples")
     return data
@@ -357,14 +358,15 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose mask_prob of each row's tokens (never a special token or padding; at most max_predictions); of those
+    """Choose mask_prob of each row's tokens (never [CLS], [SEP] or padding; at most max_predictions); of those
     85% become the mask token and 15% stay, with no random tokens: the generator supplies those (release). Random
     numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P),
-    padded with label -100."""
+    padded with label -100. The release draws positions with replacement, so a few repeat; ours are distinct."""
     B, T = input_ids.shape
     P = cfg.max_predictions
-    candidate = ~np.isin(input_ids, split["special"])  # (B, T)
-    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
+    real = (input_ids != 0).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
+    n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob))).astype(np.int64)
     order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
@@ -469,12 +471,15 @@ class Model(nn.Module):
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy (bug class 6); own bias
         self.rtd = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden), "out": nn.Linear(cfg.hidden, 1)})
         self.apply(self._init)
+        for m in (self.rtd.out, self.generator.project, self.discriminator.project):
+            if isinstance(m, nn.Linear):  # layers the release builds with tf.layers.dense's default, Glorot uniform
+                nn.init.xavier_uniform_(m.weight)
         self.tokenizer = None
 
     @staticmethod
     def _init(m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)  # truncated N(0, 0.02) in the release
+            nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)  # N(0, 0.02) cut at 2 std, as the release
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
@@ -857,7 +862,8 @@ def train(args):
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        if cfg.clip > 0:  # 0 = no clipping
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
         scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

@@ -47,12 +47,12 @@ class Config:
     ffn: int = 3072
     activation: str = "gelu_new"  # §4.1 "Gaussian Error Linear Unit"; the release uses the tanh form
     eps: float = 1e-5
-    dropout: float = 0.1  # residual, embedding and attention dropout, §4.1
+    dropout: float = 0.1  # residual, embedding and attention dropout, §4.1 (embedding: see README)
     # training
     seq_len: int = 512  # contiguous windows of 512 tokens, §4.1
     batch_size: int = 64  # sequences per micro-batch per process; the paper's batch is 64, §4.1
     grad_accum: int = 1
-    steps: int = 100_000
+    steps: int = 100_000  # ours: the paper trains 100 epochs of BooksCorpus (§4.1), not a number of steps
     lr: float = 2.5e-4  # §4.1
     warmup: int = 2000  # linear warmup over 2000 updates, §4.1
     schedule: str = "cosine"  # annealed to 0 with a cosine schedule, §4.1
@@ -77,14 +77,15 @@ PRESETS = {
 
 # --- tokenizer ---
 
-SPECIALS = ["<unk>", "<|endoftext|>"]  # the end-of-text token separates documents in the token stream
+# ours: <|endoftext|> ends each document in the token stream; it is in neither the paper nor its 40,478-token vocabulary
+SPECIALS = ["<unk>", "<|endoftext|>"]
 
 
 def _configure(tok):
     from tokenizers import decoders, normalizers, pre_tokenizers
 
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # lowercased, §4.1
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation, as the release's basic tokenizer
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation; the release used ftfy and spaCy
     tok.decoder = decoders.BPEDecoder(suffix="</w>")
     return tok
 
@@ -315,7 +316,7 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         if token_type_ids is not None:  # fine-tuning delimiters are embedded with the token table, §3.3
             x = x + self.tokens(token_type_ids)
-        return self.drop(x)  # summed, no LayerNorm
+        return self.drop(x)  # summed, no LayerNorm; the release drops entries of the matrices instead (README)
 
 
 class Model(nn.Module):
@@ -655,7 +656,8 @@ def train(args):
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        if cfg.clip > 0:  # 0 = no clipping
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
         scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

@@ -63,10 +63,10 @@ class Config:
     lr: float = 6e-4  # Table 9
     warmup: int = 24_000  # Table 9
     schedule: str = "linear"  # linear decay, §A.2
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # fairseq decays biases and LayerNorm too; ours, as bert.py, does not (README)
     betas: tuple = (0.9, 0.98)  # for stability with large batches, §3.1
     adam_eps: float = 1e-6  # the release's AdamWeightDecay
-    clip: float = 1.0
+    clip: float = 0.0  # no gradient clipping, Table 9
     log_interval: int = 100
     eval_interval: int = 1000
     eval_examples: int = 1024  # the same validation examples whatever the batch size
@@ -299,6 +299,7 @@ def load_data(docs, tokenizer, out, cfg):
     for split in data.values():
         split.update(make_instances(split, cfg, specials[0], specials[2]))  # <s>, </s>: FULL-SENTENCES, §4.2
         split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array(specials[:3])  # <s>, <pad>, </s>; <unk> may be (fairseq masks <s>, </s> too)
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no sequences")
@@ -330,12 +331,12 @@ def make_instances(split, cfg, bos_id, eos_id):
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's tokens (never a special token or padding; at most max_predictions); of those
+    """Choose 15% of each row's tokens (never <s>, </s> or padding; at most max_predictions); of those
     80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
     by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
     B, T = input_ids.shape
     P = cfg.max_predictions
-    candidate = ~np.isin(input_ids, split["special"])  # (B, T)
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
     n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
     order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
@@ -726,7 +727,8 @@ def train(args):
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+        if cfg.clip > 0:  # 0 = no clipping
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
         scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

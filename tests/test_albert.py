@@ -117,7 +117,7 @@ def test_ngram_lengths_and_whole_words(data):
     lengths = []
     for r in range(len(ids)):
         chosen = positions[r][labels[r] != -100]
-        assert not np.isin(ids[r, chosen], split["special"]).any()
+        assert not np.isin(ids[r, chosen], split["never_masked"]).any()
         assert (labels[r][labels[r] != -100] == ids[r, chosen]).all()
         # a word begins with "▁" or right after a special token, and ends where the next one begins
         starts = split["word_start"][ids[r]] | np.isin(np.roll(ids[r], 1), split["special"])
@@ -129,9 +129,23 @@ def test_ngram_lengths_and_whole_words(data):
     assert freq[0] > freq[1] > freq[2] > 0.05  # short spans most often (bug class 12)
     assert freq == pytest.approx([6 / 11, 3 / 11, 2 / 11], abs=0.06)
     chosen = labels != -100
-    assert chosen.sum() / (~np.isin(ids, split["special"])).sum() == pytest.approx(0.15, abs=0.02)
+    assert chosen.sum() / (~np.isin(ids, split["never_masked"])).sum() == pytest.approx(0.15, abs=0.02)
     out = new[np.broadcast_to(np.arange(3000)[:, None], positions.shape)[chosen], positions[chosen]]
     assert (out == split["mask_id"]).mean() == pytest.approx(0.8, abs=0.02)
+
+
+def test_ngram_masks_are_keyed_and_the_release_settings():
+    """Vectorised over the batch, a row's mask still depends only on its key: the same instance gets the same mask
+    in any batch (static masking). dupe_factor 40 and 20 predictions at length 512 are the release's."""
+    ids = np.random.default_rng(0).integers(5, 4096, (8, 128))
+    ids[:, 0], ids[:, 60], ids[:, 100:] = 2, 3, 0
+    split = {"never_masked": np.array([0, 2, 3]), "special": np.arange(5), "mask_id": 4, "normal": np.arange(5, 4096),
+             "word_start": np.arange(4096) % 3 == 0}
+    whole = albert.mask_tokens(ids, np.arange(8), 0, split, tiny())
+    part = albert.mask_tokens(ids[[5, 2]], np.array([5, 2]), 0, split, tiny())
+    for a, b in zip(whole, part):
+        assert np.array_equal(a[[5, 2]], b)
+    assert albert.PRESETS["base"].dupe_factor == 40 and albert.PRESETS["base"].max_predictions == 20
 
 
 def test_one_lamb_step_by_hand():

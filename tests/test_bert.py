@@ -201,20 +201,54 @@ def test_masking_statistics(data):
     rows = np.broadcast_to(np.arange(4000)[:, None], positions.shape)[chosen]
     at = positions[chosen]
     assert len(set(zip(rows.tolist(), at.tolist()))) == chosen.sum()  # no position chosen twice
-    assert not np.isin(ids[rows, at], split["special"]).any()  # never [CLS], [SEP], [PAD]
+    assert not np.isin(ids[rows, at], split["never_masked"]).any()  # never [CLS], [SEP], [PAD]
     assert (labels[chosen] == ids[rows, at]).all()
     untouched = np.ones_like(ids, dtype=bool)
     untouched[rows, at] = False
     assert (new[untouched] == ids[untouched]).all()
     out = new[rows, at]
     assert not np.isin(out[out != split["mask_id"]], split["special"]).any()  # random tokens: never specials
-    candidates = (~np.isin(ids, split["special"])).sum()
+    candidates = (~np.isin(ids, split["never_masked"])).sum()
     assert chosen.sum() / candidates == pytest.approx(0.15, abs=0.005)
     assert (out == split["mask_id"]).mean() == pytest.approx(0.8, abs=0.01)
     assert (out == ids[rows, at]).mean() == pytest.approx(0.1, abs=0.01)  # (a random draw of the same token counts too)
     assert ((out != ids[rows, at]) & (out != split["mask_id"])).mean() == pytest.approx(0.1, abs=0.01)
     capped = bert.mask_tokens(ids[:50], np.arange(50), 0, split, tiny(max_predictions=3))[2]
     assert capped.shape == (50, 3) and ((capped != -100).sum(1) == 3).all()
+
+
+def test_a_short_target_length_holds_for_a_whole_document_pass():
+    """The release draws the target length once per document and duplication pass (short with short_seq_prob), so
+    every chunk of that pass closes at the same length; a draw per chunk would mix lengths within a pass."""
+    D, S, L = 6, 60, 10  # documents of 60 sentences of 10 tokens; document d's tokens are 5 + 100 d ...
+    tokens = np.concatenate([5 + 100 * d + np.arange(S * L) % 100 for d in range(D)])
+    split = {"tokens": tokens, "sentences": np.array([(i * L, i * L + L) for i in range(D * S)]),
+             "documents": np.array([(d * S, d * S + S) for d in range(D)])}
+    out = bert.make_instances(split, tiny(short_seq_prob=0.5, dupe_factor=10), np.random.default_rng(0), 2, 3)
+    lengths, a_doc = (out["input_ids"] != 0).sum(1), (out["input_ids"][:, 1] - 5) // 100
+    passes = np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(a_doc)) + 1)  # one document, one pass each
+    assert len(passes) == 10 * D
+    seen = []
+    for group in passes:
+        inner = [i for i in group[:-1] if out["nsp"][i] == 0]  # B = the rest of the chunk; the last chunk is cut short
+        assert len(set(lengths[inner].tolist())) <= 1
+        seen += lengths[inner].tolist()
+    assert min(seen) < 60 and max(seen) == tiny().seq_len  # short passes and full ones both occur
+
+
+def test_unk_may_be_masked_cls_sep_and_padding_never(data):
+    split = data[0]["train"]
+    unk, cls_id, sep_id = split["special"][1:4]
+    ids = np.array([[cls_id] + [unk] * 40 + [sep_id] + [0] * 86] * 50)
+    _, positions, labels = bert.mask_tokens(ids, np.arange(50), 0, split, tiny())
+    chosen = labels != -100
+    assert (labels[chosen] == unk).all() and chosen.sum() == 50 * 6  # 15% of the 40 real, maskable tokens
+
+
+def test_weights_are_initialised_from_a_normal_truncated_at_two_deviations():
+    model = bert.Model(bert.PRESETS["tiny"])
+    weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))])
+    assert weights.abs().max() <= 0.04 and 0.015 < weights.std() < 0.019  # a cut N(0, 0.02) has std 0.0176
 
 
 def test_masks_are_static(data):

@@ -155,14 +155,34 @@ def test_masking_is_85_mask_15_unchanged_and_never_random(data):
     chosen = labels != -100
     rows = np.broadcast_to(np.arange(len(ids))[:, None], positions.shape)[chosen]
     shown = new[rows, positions[chosen]]
-    assert not np.isin(ids[rows, positions[chosen]], split["special"]).any()
+    assert not np.isin(ids[rows, positions[chosen]], split["never_masked"]).any()
     assert np.all((shown == split["mask_id"]) | (shown == labels[chosen]))  # no third, random branch
     assert (shown == split["mask_id"]).mean() == pytest.approx(0.85, abs=0.02)
-    candidates = (~np.isin(ids, split["special"])).sum()
-    assert chosen.sum() / candidates == pytest.approx(0.15, abs=0.01)
+    assert chosen.sum() / (ids != 0).sum() == pytest.approx(0.15, abs=0.01)
     outside = np.ones_like(ids, dtype=bool)
     outside[rows, positions[chosen]] = False
     assert np.array_equal(new[outside], ids[outside])
+
+
+def test_masking_counts_cls_and_sep_and_may_choose_unk(data):
+    """The release sizes the mask on every real token, [CLS] and [SEP] included, and may choose [UNK]."""
+    split = data[0]["train"]
+    unk, cls_id, sep_id = split["special"][1:4]
+    ids = np.zeros((40, 128), np.int64)
+    ids[:, :10] = [cls_id, *[unk] * 8, sep_id]  # 10 real tokens: round(1.5) = 2 chosen, of the 8 that may be
+    _, positions, labels = electra.mask_tokens(ids, np.arange(40), 0, split, tiny())
+    assert ((labels != -100).sum(1) == 2).all() and (labels[labels != -100] == unk).all()
+
+
+def test_initialisation_as_the_release():
+    """Truncated N(0, 0.02) everywhere, but Glorot uniform (tf.layers.dense's default) for the 1-unit output and the
+    embedding projections."""
+    model = electra.Model(electra.PRESETS["small"])
+    out, project = model.rtd.out.weight, model.discriminator.project.weight  # (1, 256), (256, 128)
+    assert out.abs().max() <= (6 / 257) ** 0.5 and out.std() > 0.08
+    assert project.abs().max() <= (6 / 384) ** 0.5 and project.std() > 0.06
+    rest = model.rtd.dense.weight
+    assert rest.abs().max() <= 0.04 and 0.015 < rest.std() < 0.019
 
 
 def test_masks_are_dynamic(data):

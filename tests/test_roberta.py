@@ -143,8 +143,8 @@ def test_masking_never_chooses_special_tokens(data):
     new, positions, labels = roberta.mask_tokens(ids, np.arange(len(ids)), 3, split, tiny())
     chosen = labels != -100
     rows = np.broadcast_to(np.arange(len(ids))[:, None], positions.shape)[chosen]
-    assert not np.isin(ids[rows, positions[chosen]], split["special"]).any()
-    candidates = (~np.isin(ids, split["special"])).sum()
+    assert not np.isin(ids[rows, positions[chosen]], split["never_masked"]).any()
+    candidates = (~np.isin(ids, split["never_masked"])).sum()
     assert chosen.sum() / candidates == pytest.approx(0.15, abs=0.01)
 
 
@@ -156,6 +156,17 @@ def test_tiny_run_lowers_the_loss(corpus, tokenizer_file, tmp_path, monkeypatch)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0 and "mlm_acc" in rows[-1]
     assert roberta.run(roberta.main, ["--out", str(tmp_path), "--fill", "The <mask> is here."]) == 0
+
+
+def test_no_gradient_clipping(corpus, tokenizer_file, tmp_path, monkeypatch):
+    """RoBERTa trains without clipping (Table 9: gradient clipping 0.0); BERT clips at 1.0."""
+    assert roberta.PRESETS["base"].clip == 0 and bert.PRESETS["base"].clip == 1.0
+    calls = []
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(a))
+    shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
+    roberta.train(roberta.build_parser().parse_args(
+        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "2"]))
+    assert calls == []
 
 
 def test_bad_input_gives_one_clear_line(tmp_path, capsys):
