@@ -315,6 +315,7 @@ def load_data(docs, tokenizer, out, cfg):
         split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
         split["special"], split["mask_id"] = np.array(specials), specials[4]
         split["never_masked"] = np.array([specials[0], *specials[2:4]])  # [PAD], [CLS], [SEP]; [UNK] may be, release
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no examples")
     return data
@@ -391,10 +392,14 @@ def get_batch(data, ids, seed, cfg):
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
     masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic
+    uniform_tokens = data["normal"][(uniform(seed, ids, positions.shape[1], 5) * len(data["normal"])).astype(np.int64)]
     return {"input_ids": torch.from_numpy(masked),
             "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
             "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
-            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
+            # for evaluation only: the tokens a mask may choose, and uniformly random replacements of the masked ones
+            "content": torch.from_numpy(~np.isin(input_ids, data["never_masked"])),
+            "uniform_tokens": torch.from_numpy(uniform_tokens)}
 
 
 # --- model ---
@@ -439,12 +444,15 @@ def sample_replacements(input_ids, positions, labels, logits):
     (B, T): 1 only where the sample differs from the original, so a correct guess counts as original (§2)."""
     with torch.no_grad():  # the samples are data for the discriminator: no gradient flows back through them (§2)
         u = torch.rand(logits.shape, device=logits.device)
-        sampled = (logits.float() - torch.log(-torch.log(u))).argmax(-1)  # (B, P)
-        chosen = labels != -100
-        kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
-        fake = input_ids.scatter(1, positions, torch.where(chosen, sampled, kept))  # (B, T)
-        replaced = torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (sampled != labels))
-    return fake, replaced
+        return replace_tokens(input_ids, positions, labels, (logits.float() - torch.log(-torch.log(u))).argmax(-1))
+
+
+def replace_tokens(input_ids, positions, labels, tokens):
+    """`tokens` (B, P) in place of the masked ones: the corrupted ids (B, T) and the labels (B, T), 1 = replaced."""
+    chosen = labels != -100
+    kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
+    fake = input_ids.scatter(1, positions, torch.where(chosen, tokens, kept))  # (B, T)
+    return fake, torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))
 
 
 # Hugging Face names -> ours, applied in order; TOWER is the generator or the discriminator
@@ -651,8 +659,31 @@ def compute_loss(model, batch):
                "rtd_acc": ((guess == replaced) & real).sum() / real.sum(),
                "precision": (guess & replaced).sum() / guess.sum().clamp(min=1),
                "recall": (guess & replaced).sum() / replaced.sum().clamp(min=1),
-               "replaced": replaced.sum() / real.sum()}  # 1 - this is the accuracy of always answering "original"
+               "replaced": replaced.sum() / real.sum(),  # 1 - this is the accuracy of always answering "original"
+               "const_loss": binary_entropy(replaced.sum() / real.sum()),  # the loss of the best constant guess
+               "auc": roc_auc(rtd_logits, replaced, batch["content"])}  # [CLS], [SEP] are never replaced: left out
+    if not model.training:  # evaluation: the same positions filled with uniformly random tokens, easier to spot
+        fake, easy = replace_tokens(batch["input_ids"], batch["mlm_positions"], labels, batch["uniform_tokens"])
+        metrics["auc_uniform"] = roc_auc(model.detect(fake, batch["attention_mask"], batch["token_type_ids"]), easy,
+                                         batch["content"])
     return mlm_loss + getattr(model, "module", model).cfg.disc_weight * rtd_loss, metrics  # DDP wraps the model
+
+
+def binary_entropy(p):
+    """The sigmoid cross-entropy of always answering p: the best a discriminator that ignores its input can do."""
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log() + (1 - p) * (1 - p).log())
+
+
+def roc_auc(scores, positive, where):
+    """Area under the ROC curve of `scores` (B, T) for telling `positive` from the other tokens `where` is set: the
+    chance that a random replaced token scores above a random original one (0.5 = guessing). Threshold-free, unlike
+    accuracy against a constant that is right 85% of the time. Without a host sync: tokens left out rank lowest."""
+    s = torch.where(where, scores.float(), float("-inf")).flatten()
+    ranks = s.argsort().argsort() + 1 - (~where).sum()  # 1..n among the tokens kept
+    pos = (positive & where).flatten()
+    n_pos = pos.sum()
+    return ((ranks * pos).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (where.sum() - n_pos)).clamp(min=1)
 
 
 # --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
@@ -963,6 +994,16 @@ def demo(model, args):
         print(f"{tok.id_to_token(i):>16} {p:.3f}{'  replaced' if p > 0.5 else ''}")
 
 
+def report(metrics_path):
+    """The last evaluation's replaced token detection, side by side: plausible (generator) and easy (uniform) fakes."""
+    v = [r for r in map(json.loads, Path(metrics_path).read_text().splitlines()) if "val_auc" in r][-1]
+    print(f"discriminator at step {v['step']}, validation (means over batches):   generator samples   uniform random\n"
+          f"  ROC AUC, content tokens                                {v['val_auc']:>10.3f}   {v['val_auc_uniform']:>14.3f}\n"
+          f"  loss (the best constant guess)                 {v['val_rtd_loss']:>10.3f} ({v['val_const_loss']:.3f})\n"
+          f"  accuracy (answering 'original' everywhere)     {v['val_rtd_acc']:>10.2%} ({1 - v['val_replaced']:.2%})\n"
+          f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f}, {v['val_recall']:.2f}")
+
+
 # --- main ---
 
 
@@ -980,6 +1021,7 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         if args.train:  # the discriminator is kept and the generator thrown away (§2)
             model.export(Path(args.out) / "discriminator")
+            report(Path(args.out) / "metrics.jsonl")
         demo(model, args)
     return 0
 
