@@ -38,6 +38,9 @@ def make_batch(name, cfg, B, device, seed=0):
         batch["token_type_ids"] = (torch.arange(T) >= T // 2).long().expand(B, T).contiguous()
     if name in ("bert", "albert"):
         batch[{"bert": "nsp_labels", "albert": "sop_labels"}[name]] = torch.randint(0, 2, (B,), generator=g)
+    if name == "electra":  # the tokens detection is scored on, and replacements for evaluation only
+        batch["content"] = torch.ones(B, T, dtype=torch.bool)
+        batch["uniform_tokens"] = torch.randint(5, cfg.vocab_size, (B, P), generator=g)
     return {k: v.to(device) for k, v in batch.items()}
 
 

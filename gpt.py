@@ -48,6 +48,7 @@ class Config:
     activation: str = "gelu_new"  # §4.1 "Gaussian Error Linear Unit"; the release uses the tanh form
     eps: float = 1e-5
     dropout: float = 0.1  # residual, embedding and attention dropout, §4.1 (embedding: see README)
+    init_std: float = 0.02  # N(0, 0.02), §4.1
     # training
     seq_len: int = 512  # contiguous windows of 512 tokens, §4.1
     batch_size: int = 64  # sequences per micro-batch per process; the paper's batch is 64, §4.1
@@ -332,10 +333,9 @@ class Model(nn.Module):
         self.apply(self._init)
         self.tokenizer = None
 
-    @staticmethod
-    def _init(m):
+    def _init(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)  # N(0, 0.02), §4.1
+            nn.init.normal_(m.weight, std=self.cfg.init_std)
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 

@@ -12,7 +12,7 @@ import torch
 import conftest
 import electra
 
-DIFF_BUDGET = 440  # changed lines in `diff bert.py electra.py`; README quotes the count
+DIFF_BUDGET = 480  # changed lines in `diff bert.py electra.py`; README quotes the count
 
 
 def tiny(**changes):
@@ -223,25 +223,24 @@ def test_loss_is_generator_plus_fifty_times_discriminator(data):
     assert tiny().disc_weight == 50.0
 
 
-def test_tiny_run_lowers_both_losses_and_beats_the_all_original_baseline(corpus, tokenizer_file, tmp_path, monkeypatch,
-                                                                          capsys):
+def test_tiny_run_learns_to_detect_replaced_content_tokens(corpus, tokenizer_file, tmp_path, monkeypatch, capsys):
     from transformers import ElectraForPreTraining
 
-    monkeypatch.setitem(electra.PRESETS, "tiny", tiny(eval_interval=200, log_interval=50, warmup=10, eval_examples=128))
+    monkeypatch.setitem(electra.PRESETS, "tiny", tiny(eval_interval=400, log_interval=50, eval_examples=256))
     shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
-    args = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "200"]
+    args = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "400"]
     assert electra.run(electra.main, args) == 0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
-    assert last["val_mlm_loss"] < first["val_mlm_loss"] - 1.0 and last["val_rtd_loss"] < first["val_rtd_loss"] - 0.1
-    # answering "original" everywhere scores 1 - r in accuracy and, with the best constant probability r (the
-    # replaced fraction), the binary entropy of r in loss; the discriminator must know more than that. Training
-    # metrics over the last 50 steps: the test corpus's three validation documents are too few to show it.
-    r = last["replaced"]
-    assert last["rtd_acc"] > 1 - r + 0.002
-    assert last["rtd_loss"] < -(r * np.log(r) + (1 - r) * np.log(1 - r)) - 0.005
+    assert last["val_mlm_loss"] < first["val_mlm_loss"] - 2.0 and last["mlm_loss"] < 5.5  # the generator has learned
+    # ROC AUC over content tokens only: learning that [CLS] and [SEP] are never replaced scores 0.5 there, and
+    # the 85% of tokens that are original cannot carry it as they carry accuracy. Training batches of the last 50
+    # steps: the test corpus's three validation documents are topics the 57 training ones never cover.
+    assert first["val_auc"] < 0.6 and last["auc"] > 0.7
+    assert last["rtd_loss"] < last["const_loss"] - 0.05  # below the best constant guess
     out = capsys.readouterr().out
-    assert "the return statement raises a module ." in out and " module " in out
+    assert "ROC AUC, content tokens" in out and "uniform random" in out  # the end-of-run report
+    assert "return the value of the list , or none if the if is empty ." in out
     # the discriminator is exported in the Hugging Face layout: transformers reads it, and gives the same logits
     hf, info = ElectraForPreTraining.from_pretrained(tmp_path / "discriminator", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
