@@ -277,8 +277,8 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                         ids = np.array(enc.ids, dtype=dtype)
                         f.write(ids.tobytes())
                         starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
-                        # a token is the sentence's whose start its end offset reaches: the space before a sentence
-                        # (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                        # a token belongs to the last sentence that starts at or before its end offset, so the space
+                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
                         ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
                         owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
                         edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
