@@ -1,6 +1,7 @@
 """bert.py: parity with BertForPreTraining, the paper's sizes, the release's data and masking, NSP, static masks."""
 
 import dataclasses
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -217,20 +218,25 @@ def test_masking_statistics(data):
     assert capped.shape == (50, 3) and ((capped != -100).sum(1) == 3).all()
 
 
-def test_a_short_target_length_holds_for_a_whole_document_pass():
+@pytest.mark.parametrize("script", ["bert", "albert"])
+def test_a_short_target_length_holds_for_a_whole_document_pass(script):
     """The release draws the target length once per document and duplication pass (short with short_seq_prob), so
     every chunk of that pass closes at the same length; a draw per chunk would mix lengths within a pass."""
+    module = importlib.import_module(script)
     D, S, L = 6, 60, 10  # documents of 60 sentences of 10 tokens; document d's tokens are 5 + 100 d ...
     tokens = np.concatenate([5 + 100 * d + np.arange(S * L) % 100 for d in range(D)])
     split = {"tokens": tokens, "sentences": np.array([(i * L, i * L + L) for i in range(D * S)]),
              "documents": np.array([(d * S, d * S + S) for d in range(D)])}
-    out = bert.make_instances(split, tiny(short_seq_prob=0.5, dupe_factor=10), np.random.default_rng(0), 2, 3)
-    lengths, a_doc = (out["input_ids"] != 0).sum(1), (out["input_ids"][:, 1] - 5) // 100
+    cfg = dataclasses.replace(module.PRESETS["tiny"], short_seq_prob=0.5, dupe_factor=10)
+    out = module.make_instances(split, cfg, np.random.default_rng(0), 2, 3)
+    lengths = (out["input_ids"] != 0).sum(1)
+    a_doc = (out["input_ids"][:, 1] - 5) // 100  # ALBERT's swapped pairs start with the other segment, same document
     passes = np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(a_doc)) + 1)  # one document, one pass each
     assert len(passes) == 10 * D
+    random_b = out.get("nsp", np.zeros(len(lengths), int))  # BERT's B from another document fills to the target too
     seen = []
     for group in passes:
-        inner = [i for i in group[:-1] if out["nsp"][i] == 0]  # B = the rest of the chunk; the last chunk is cut short
+        inner = [i for i in group[:-1] if random_b[i] == 0]  # B = the rest of the chunk; the last chunk is cut short
         assert len(set(lengths[inner].tolist())) <= 1
         seen += lengths[inner].tolist()
     assert min(seen) < 60 and max(seen) == tiny().seq_len  # short passes and full ones both occur
