@@ -13,6 +13,7 @@ What this file changes relative to bert.py:
 
 import argparse
 import ast
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -22,6 +23,7 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import sysconfig
 import time
@@ -212,7 +214,9 @@ def read_corpus(spec):
         texts = (row["text"] for row in rows)
     else:
         files = []
-        for part in spec.split(","):
+        for part in (part.strip() for part in spec.split(",")):
+            if not part:
+                continue  # "a.txt," is a.txt, never the current folder
             p = Path(part)
             matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
             if not matches:
@@ -701,6 +705,8 @@ def setup_runtime(args):
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps: no Apple GPU is available")
     device = torch.device(f"cuda:{local}" if name == "cuda" else name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -772,6 +778,56 @@ def load_checkpoint(path):
     return state
 
 
+def fingerprint(tokenizer):
+    """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
+    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def take_lock(out):
+    """Own the run folder: `out/lock` holds this process's id and host; a second run on the folder stops, a lock
+    whose process is gone is taken over. Returns the lock's path; it is released when the run or the process ends."""
+    path, me = Path(out) / "lock", {"pid": os.getpid(), "host": socket.gethostname()}
+    if path.exists():
+        try:
+            holder = json.loads(path.read_text())
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pid, host = None, me["host"]  # unreadable: a run killed while writing it
+        alive = pid is not None and pid != me["pid"] and (host != me["host"] or process_alive(pid))
+        if alive:
+            raise UserError(f"--out {out} is in use by process {pid} on {host}; wait for it or choose another --out "
+                            f"(if that run is gone, delete {path})")
+        if pid is not None and pid != me["pid"]:
+            print(f"warning: taking over {path} from process {pid}, which has ended", file=sys.stderr)
+        path.unlink(missing_ok=True)
+    try:
+        with open(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as f:  # one winner if two start
+            json.dump(me, f)
+    except FileExistsError:
+        raise UserError(f"--out {out} was just taken by another run; choose another --out") from None
+    atexit.register(release_lock, path)  # also after an error or Ctrl-C
+    return path
+
+
+def release_lock(path):
+    """Remove the run folder's lock if this process holds it."""
+    try:
+        if json.loads(Path(path).read_text()).get("pid") == os.getpid():
+            Path(path).unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
@@ -789,8 +845,10 @@ def overrides(args):
     """The training settings given on the command line, validated before anything is written."""
     given = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr}
     for name, value in given.items():
-        if value is not None and value <= 0:
+        if value is not None and not (value > 0 and math.isfinite(value)):  # nan fails both
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -808,15 +866,24 @@ def train(args):
     # --from-pretrained: the checkpoint's architecture with the preset's training settings
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg
+    rt = setup_runtime(args)  # the device is checked before the data work
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot make the run folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"--out {out}: the run folder is not writable")
+    if state is not None and not (out / "tokenizer.json").exists():  # a new tokenizer would change what ids mean
+        raise UserError(f"{out / 'tokenizer.json'} is missing: the checkpoint needs the tokenizer it was trained with")
+    lock = take_lock(out) if rt.master else None  # one run per folder
     docs = read_corpus(args.data)  # every input is checked before the first file is written
-    rt = setup_runtime(args)
-
-    out.mkdir(parents=True, exist_ok=True)
     if rt.ddp and not rt.master:
         torch.distributed.barrier()  # rank 0 writes the tokenizer and the token cache; the others then read them
     if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
         pretrained.tokenizer.save(str(out / "tokenizer.json"))
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
+    if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
+        raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
                         f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
@@ -928,9 +995,11 @@ def train(args):
             save_checkpoint(ckpt_path, {
                 "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
-                "rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})})
+                "rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {}),
+                "tokenizer": fingerprint(tokenizer)})
     if rt.master:
         print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
+        release_lock(lock)
     if rt.ddp:
         torch.distributed.destroy_process_group()
     return raw.eval()
@@ -947,6 +1016,8 @@ def load_model(args):
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.tokenizer = load_tokenizer(args.out)
+    if model.tokenizer is None or state.get("tokenizer", fingerprint(model.tokenizer)) != fingerprint(model.tokenizer):
+        raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
 
 
@@ -978,6 +1049,11 @@ def run(main, argv):
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints are written whole, so the last one is intact
+        ckpt = Path(build_parser().parse_known_args(argv)[0].out) / "ckpt.pt"
+        print(f"interrupted: the last checkpoint is {ckpt}; continue with --resume --out {ckpt.parent}" if ckpt.exists()
+              else "interrupted before the first checkpoint was written", file=sys.stderr)
+        return 130
 
 
 # --- demo ---

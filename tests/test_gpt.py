@@ -2,7 +2,10 @@
 
 import dataclasses
 import json
+import os
 import shutil
+import socket
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -355,6 +358,11 @@ BAD_INPUTS = {
     "empty corpus": (["--data", "{tmp}/empty.txt"], "no text found"),
     "unknown size": (["--size", "huge"], "--size 'huge' is unknown"),
     "negative steps": (["--steps", "-3"], "--steps must be positive"),
+    "nan learning rate": (["--lr", "nan"], "--lr must be positive, got nan"),
+    "negative seed": (["--seed", "-1"], "--seed must be 0 or more"),
+    "no Apple GPU": (["--device", "mps"], "--device mps: no Apple GPU"),
+    "out is a file": (["--out", "{tmp}/empty.txt"], "cannot make the run folder"),
+    "out under a file": (["--out", "{tmp}/empty.txt/run"], "cannot make the run folder"),
     "unreadable pretrained": (["--from-pretrained", "{tmp}/empty_dir"], "no readable config.json"),
     "wrong model type": (["--from-pretrained", "{tmp}/bert_dir"], "holds a 'bert' model"),
     "corrupt checkpoint": (["--resume", "--out", "{tmp}/corrupt"], "cannot read checkpoint"),
@@ -363,7 +371,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_gives_one_clear_line(case, corpus, tmp_path, capsys):
+def test_bad_input_gives_one_clear_line(case, corpus, tmp_path, capsys, monkeypatch):
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "empty_dir").mkdir()
     (tmp_path / "bert_dir").mkdir()
@@ -373,10 +381,61 @@ def test_bad_input_gives_one_clear_line(case, corpus, tmp_path, capsys):
     argv, message = BAD_INPUTS[case]
     argv = ["--train", "--device", "cpu", "--data", str(corpus), "--out", str(tmp_path / "run")] + \
         [a.format(tmp=tmp_path) for a in argv]
+    if case not in ("missing data", "empty corpus"):  # the arguments are checked before any data work
+        monkeypatch.setattr(gpt, "read_corpus", lambda spec: pytest.fail("read the corpus before checking arguments"))
     assert gpt.run(gpt.main, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert (tmp_path / "corrupt" / "ckpt.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_empty_items_of_data_are_ignored(tmp_path):
+    (tmp_path / "a.txt").write_text("One sentence. Two.\n\nAnother document.\n")
+    assert gpt.read_corpus(f"{tmp_path / 'a.txt'},") == [["One sentence.", "Two."], ["Another document."]]
+
+
+def test_a_run_folder_is_owned_by_one_run(tmp_path, capsys):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        with pytest.raises(gpt.UserError, match=f"in use by process {other.pid}"):
+            gpt.take_lock(tmp_path)
+    finally:
+        other.kill()
+        other.wait()
+    lock = gpt.take_lock(tmp_path)  # its process is gone: taken over, with a warning
+    assert "taking over" in capsys.readouterr().err
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    gpt.release_lock(lock)
+    assert not lock.exists()
+
+
+def test_the_tokenizer_belongs_to_the_checkpoint(corpus, gpt_tokenizer, tmp_path, capsys):
+    """A resumed run or a demo never trains or takes another tokenizer: the checkpoint records its fingerprint."""
+    shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
+    argv = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "1"]
+    gpt.train(gpt.build_parser().parse_args(argv))
+    assert not (tmp_path / "lock").exists()  # released at the end of the run
+    resume = [*argv[:-1], "2", "--resume"]
+    other = gpt.train_tokenizer([["a completely different corpus ."], ["with two documents ."]], gpt.PRESETS["tiny"])
+    other.save(str(tmp_path / "tokenizer.json"))
+    for args, message in ((resume, "is not the tokenizer"), (["--out", str(tmp_path), "--sample", "the"], "is not the")):
+        assert gpt.run(gpt.main, args) == 2 and message in capsys.readouterr().err
+    (tmp_path / "tokenizer.json").unlink()
+    assert gpt.run(gpt.main, resume) == 2 and "tokenizer.json is missing" in capsys.readouterr().err
+    assert not (tmp_path / "tokenizer.json").exists()  # nothing retrained
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert gpt.run(interrupted, ["--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "interrupted before the first checkpoint was written\n"
+    (tmp_path / "ckpt.pt").write_bytes(b"")
+    assert gpt.run(interrupted, ["--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == f"interrupted: the last checkpoint is {tmp_path / 'ckpt.pt'}; continue with " \
+                                      f"--resume --out {tmp_path}\n"
 
 
 def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
