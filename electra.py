@@ -137,7 +137,10 @@ def load_tokenizer(folder):
 
     folder = Path(folder)
     if (folder / "tokenizer.json").exists():
-        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own exception type
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
     if (folder / "vocab.txt").exists():
         tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
         tok.add_special_tokens(SPECIALS)  # so that "[MASK]" in a text is one token, not "[", "mask", "]"
@@ -269,6 +272,7 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
     key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
     folder = Path(folder) / key
     if not (folder / "done").exists():
+        print(f"tokenizing the corpus into {folder}", flush=True)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
         for split, split_docs in split_documents(docs).items():
@@ -604,12 +608,23 @@ class Model(nn.Module):
             self.tokenizer.save(str(folder / "tokenizer.json"))
 
 
+class HFConfig(dict):
+    """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
+
+    def __init__(self, path, values):
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
+
+
 def read_pretrained(path, model_type):
     """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
     path = Path(path)
     try:
-        hf = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as e:
+        hf = HFConfig(path, json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
         raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
     if hf.get("model_type") != model_type:
         raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
@@ -876,11 +891,15 @@ def train(args):
     if state is not None and not (out / "tokenizer.json").exists():  # a new tokenizer would change what ids mean
         raise UserError(f"{out / 'tokenizer.json'} is missing: the checkpoint needs the tokenizer it was trained with")
     lock = take_lock(out) if rt.master else None  # one run per folder
+    if rt.master:  # no silent phase: the default corpus alone takes seconds to read
+        print(f"reading the corpus ({args.data or 'the docs shipped with Python'})", flush=True)
     docs = read_corpus(args.data)  # every input is checked before the first file is written
     if rt.ddp and not rt.master:
         torch.distributed.barrier()  # rank 0 writes the tokenizer and the token cache; the others then read them
     if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
         pretrained.tokenizer.save(str(out / "tokenizer.json"))
+    if rt.master and not (out / "tokenizer.json").exists():
+        print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
     if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")

@@ -426,6 +426,26 @@ def test_the_tokenizer_belongs_to_the_checkpoint(corpus, gpt_tokenizer, tmp_path
     assert not (tmp_path / "tokenizer.json").exists()  # nothing retrained
 
 
+def test_a_config_json_without_a_key_and_a_corrupt_tokenizer_are_clear_errors(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    (tmp_path / "config.json").write_text('{"model_type": "openai-gpt"}')
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(gpt.UserError, match="config.json has no 'vocab_size'"):
+        gpt.Model.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(gpt.UserError, match="tokenizer.json is not a readable tokenizer"):
+        gpt.load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("flag", [["--top-k", "-1"], ["--temperature", "nan"], ["--temperature", "-1"],
+                                  ["--max-new-tokens", "-5"]])
+def test_sampling_flags_out_of_range_are_refused_before_loading(flag, tmp_path, capsys):
+    assert gpt.run(gpt.main, ["--sample", "the", "--out", str(tmp_path), *flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --max-new-tokens must be 1 or more") and err.count("\n") == 1 and flag[1] in err
+
+
 def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys):
     def interrupted(argv):
         raise KeyboardInterrupt

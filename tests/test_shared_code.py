@@ -12,9 +12,9 @@ SCRIPTS = [p for p in (ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta"
 CANONICAL = ROOT / "gpt.py"
 SHARED = [
     "UserError", "get_tokenizer", "split_sentences", "default_corpus", "read_corpus", "split_documents", "cache_tokens",
-    "uniform",
-    "read_pretrained", "load_weights", "setup_runtime", "configure_optimizer", "get_lr", "evaluate", "save_checkpoint",
-    "load_checkpoint", "fingerprint", "take_lock", "release_lock", "process_alive", "flops_per_token", "peak_flops", "overrides", "train", "load_model", "build_parser", "run",
+    "uniform", "HFConfig", "read_pretrained", "load_weights", "setup_runtime", "configure_optimizer", "get_lr",
+    "evaluate", "save_checkpoint", "load_checkpoint", "fingerprint", "take_lock", "release_lock", "process_alive",
+    "flops_per_token", "peak_flops", "overrides", "train", "load_model", "build_parser", "run",
 ]
 EXCEPTIONS = {"albert": {"configure_optimizer"}}  # ALBERT trains with LAMB, not Adam
 
