@@ -129,7 +129,7 @@ def bench_one(name, args, device, amp):
     cfg = dataclasses.replace(cfg, **{k: v for k, v in (("seq_len", args.seq_len), ("batch_size", args.batch_size))
                                       if v is not None})
     if cfg.seq_len > cfg.max_len - (2 if name == "roberta" else 0):
-        raise SystemExit(f"error: --seq-len {cfg.seq_len} is longer than {name}'s {cfg.max_len} positions")
+        fail(f"--seq-len {cfg.seq_len} is longer than {name}'s {cfg.max_len} positions")
     batch = make_batch(name, cfg, cfg.batch_size, device)
     row = {"model": name, "size": args.size, "batch": cfg.batch_size, "seq_len": cfg.seq_len}
     torch.manual_seed(0)
@@ -170,6 +170,12 @@ def table(rows, device):
     return "\n".join(lines)
 
 
+def fail(message):
+    """Bad input: one line on stderr and exit status 2, as in the paper scripts."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if available")
@@ -183,16 +189,28 @@ def main(argv=None):
     p.add_argument("--json", default="runs/bench.json", help="where to write the results")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda: no CUDA device is available")
+        fail("--device cuda: no CUDA device is available")
     device = torch.device("cuda" if args.device == "cuda" or args.device == "auto" and torch.cuda.is_available() else "cpu")
     args.size = args.size or ("small" if device.type == "cuda" else "tiny")
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
-        raise SystemExit(f"error: --models: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
+        fail(f"--models: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(MODELS)}")
     for name, value in (("--seq-len", args.seq_len), ("--batch-size", args.batch_size), ("--steps", args.steps)):
         if value is not None and value <= 0:
-            raise SystemExit(f"error: {name} must be positive, got {value}")
+            fail(f"{name} must be positive, got {value}")
+    if args.warmup < 0:
+        fail(f"--warmup must be 0 or more, got {args.warmup}")
+    sizes = {size for m in models for size in importlib.import_module(m).PRESETS}
+    if args.size not in sizes:
+        fail(f"--size {args.size!r} is unknown; choose one of {', '.join(sorted(sizes))}")
+    out = Path(args.json)
+    try:  # checked before the benchmark, not after it
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.is_dir():
+            raise IsADirectoryError(21, "a folder")
+    except OSError as e:
+        fail(f"--json {out}: cannot write a file there ({e.strerror})")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -211,9 +229,8 @@ def main(argv=None):
     print(f"{name}, torch {torch.__version__}, {meta['dtype']}{', compiled' if args.compile else ''}, "
           f"median of {args.steps} steps")
     print(table(rows, device))
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
+    print(f"results written to {out}")
     return 0
 
 

@@ -221,10 +221,11 @@ def read_corpus(spec):
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
             if f.suffix == ".jsonl":
-                try:
-                    texts += [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
-                except (ValueError, KeyError, TypeError):
-                    raise UserError(f"--data: {f} is not JSON lines with a 'text' field") from None
+                for number, line in enumerate(raw.splitlines(), 1):
+                    try:
+                        texts += [str(json.loads(line)["text"])] if line.strip() else []
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
             else:
                 texts += re.split(r"\n\s*\n", raw)
     docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
@@ -653,8 +654,11 @@ def evaluate(model, data, seed, cfg, rt):
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
 
 
 def load_checkpoint(path):

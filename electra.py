@@ -233,10 +233,11 @@ def read_corpus(spec):
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
             if f.suffix == ".jsonl":
-                try:
-                    texts += [json.loads(line)["text"] for line in raw.splitlines() if line.strip()]
-                except (ValueError, KeyError, TypeError):
-                    raise UserError(f"--data: {f} is not JSON lines with a 'text' field") from None
+                for number, line in enumerate(raw.splitlines(), 1):
+                    try:
+                        texts += [str(json.loads(line)["text"])] if line.strip() else []
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
             else:
                 texts += re.split(r"\n\s*\n", raw)
     docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
@@ -777,8 +778,11 @@ def evaluate(model, data, seed, cfg, rt):
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
 
 
 def load_checkpoint(path):
@@ -1088,6 +1092,7 @@ def demo(model, args):
     with torch.no_grad():
         probs = model.detect(ids)[0].float().sigmoid()  # (T,)
     print(text)
+    print(f"{'token':>16} p(replaced)")
     for i, p in zip(ids[0, 1:-1].tolist(), probs[1:-1].tolist()):
         print(f"{tok.id_to_token(i):>16} {p:.3f}{'  replaced' if p > 0.5 else ''}")
 
@@ -1119,6 +1124,7 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         if args.train:  # the discriminator is kept and the generator thrown away (§2)
             model.export(Path(args.out) / "discriminator")
+            print(f"the discriminator, in the Hugging Face layout: {Path(args.out) / 'discriminator'}")
             report(Path(args.out) / "metrics.jsonl")
         demo(model, args)
     return 0

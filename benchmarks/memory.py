@@ -5,6 +5,7 @@ Reports parameters, the bytes of weights + gradients + optimiser state, and the 
 resident memory over one forward/backward/step on a random batch of 8 x 128 on the CPU.
 """
 
+import argparse
 import importlib
 import json
 import resource
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+SCRIPTS = ["gpt", "bert", "roberta", "albert", "electra"]
 
 
 def measure(script, size, batch=8, seq=128):
@@ -29,7 +31,8 @@ def measure(script, size, batch=8, seq=128):
     labels = ids.gather(1, positions)
     batch_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
               "mlm_positions": positions, "mlm_labels": labels, "nsp_labels": torch.zeros(batch, dtype=torch.long),
-              "sop_labels": torch.zeros(batch, dtype=torch.long)}
+              "sop_labels": torch.zeros(batch, dtype=torch.long), "targets": ids,
+              "content": torch.ones_like(ids, dtype=torch.bool), "uniform_tokens": labels}
     loss, _ = mod.compute_loss(model, batch_)
     loss.backward()
     optimizer.step()
@@ -40,13 +43,38 @@ def measure(script, size, batch=8, seq=128):
             "weights_grads_optimizer_mb": (2 * weights + state) / 2**20, "peak_rss_growth_mb": peak / 1024}
 
 
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        print(json.dumps(measure(*sys.argv[2].split(":"))))
-        sys.exit(0)
-    rows = [json.loads(subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True,
-                                      check=True).stdout) for spec in sys.argv[1:]]
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("specs", nargs="+", metavar="SCRIPT:SIZE", help="e.g. bert:base albert:base")
+    args = p.parse_args(argv)
+    for spec in args.specs:  # checked before any child process starts
+        script, _, size = spec.partition(":")
+        if script not in SCRIPTS:
+            fail(f"{spec}: unknown script {script!r}; choose one of {', '.join(SCRIPTS)}")
+        presets = importlib.import_module(script).PRESETS
+        if size not in presets:
+            fail(f"{spec}: {script}.py has no size {size!r}; choose one of {', '.join(presets)}")
+    rows = []
+    for spec in args.specs:
+        child = subprocess.run([sys.executable, __file__, "--one", spec], capture_output=True, text=True)
+        if child.returncode:
+            fail(f"{spec}: the measurement failed: {(child.stderr.strip().splitlines() or ['no message'])[-1]}")
+        rows.append(json.loads(child.stdout))
     print(f"{'model':<14} {'hidden':>6} {'parameters':>12} {'weights+grads+optimiser':>24} {'peak RSS growth':>16}")
     for r in rows:
         print(f"{r['model']:<14} {r['hidden']:>6} {r['params']:>12,} {r['weights_grads_optimizer_mb']:>21.1f} MB "
               f"{r['peak_rss_growth_mb']:>13.1f} MB")
+    return 0
+
+
+def fail(message):
+    """Bad input: one line on stderr and exit status 2, as in the paper scripts."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":  # one measurement, in a fresh process
+        print(json.dumps(measure(*sys.argv[2].split(":"))))
+        sys.exit(0)
+    sys.exit(main())

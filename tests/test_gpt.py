@@ -446,6 +446,22 @@ def test_sampling_flags_out_of_range_are_refused_before_loading(flag, tmp_path, 
     assert err.startswith("error: --max-new-tokens must be 1 or more") and err.count("\n") == 1 and flag[1] in err
 
 
+def test_a_bad_jsonl_line_is_named_and_a_failed_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    (tmp_path / "d.jsonl").write_text('{"text": "One document."}\n\n{"txt": "no text field"}\n')
+    with pytest.raises(gpt.UserError, match="d.jsonl, line 3: not a JSON object with a 'text' field"):
+        gpt.read_corpus(str(tmp_path / "d.jsonl"))
+    gpt.save_checkpoint(tmp_path / "ckpt.pt", {"step": 1})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(gpt.UserError, match="No space left on device.*previous checkpoint, if any, is kept"):
+        gpt.save_checkpoint(tmp_path / "ckpt.pt", {"step": 2})
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "ckpt.pt")["step"] == 1
+
+
 def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys):
     def interrupted(argv):
         raise KeyboardInterrupt
