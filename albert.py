@@ -716,9 +716,12 @@ def load_checkpoint(path):
     try:  # weights_only: a checkpoint is data, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}") from None
+        why = (str(e).strip().splitlines() or [""])[0][:100]
+        raise UserError(f"cannot read checkpoint {path} ({e.__class__.__name__}: {why}); it is damaged or not a "
+                        "checkpoint") from None
     if not isinstance(state, dict) or state.get("script") != Path(__file__).stem:
-        raise UserError(f"{path} is not a {Path(__file__).stem}.py checkpoint")
+        name = Path(__file__).stem
+        raise UserError(f"{path} is not {'an' if name[0] in 'aeiou' else 'a'} {name}.py checkpoint")
     return state
 
 
@@ -859,6 +862,8 @@ def train(args):
         torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
     raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes (bug class 9)
     if args.compile:
+        if rt.master:
+            print("compiling the model: the first steps take a while", flush=True)
         model = torch.compile(model)
     if rt.ddp:
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None
@@ -1021,7 +1026,7 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        print(f"mask {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i))} {p:.3f}" for p, i in zip(probs[n], top[n])))
+        print(f"mask {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i)) or f'<id {int(i)}>'} {p:.3f}" for p, i in zip(probs[n], top[n])))
 
 
 # --- main ---

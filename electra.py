@@ -791,9 +791,12 @@ def load_checkpoint(path):
     try:  # weights_only: a checkpoint is data, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {e.__class__.__name__}") from None
+        why = (str(e).strip().splitlines() or [""])[0][:100]
+        raise UserError(f"cannot read checkpoint {path} ({e.__class__.__name__}: {why}); it is damaged or not a "
+                        "checkpoint") from None
     if not isinstance(state, dict) or state.get("script") != Path(__file__).stem:
-        raise UserError(f"{path} is not a {Path(__file__).stem}.py checkpoint")
+        name = Path(__file__).stem
+        raise UserError(f"{path} is not {'an' if name[0] in 'aeiou' else 'a'} {name}.py checkpoint")
     return state
 
 
@@ -934,6 +937,8 @@ def train(args):
         torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
     raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes (bug class 9)
     if args.compile:
+        if rt.master:
+            print("compiling the model: the first steps take a while", flush=True)
         model = torch.compile(model)
     if rt.ddp:
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None

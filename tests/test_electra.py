@@ -290,3 +290,9 @@ def test_a_generator_of_another_shape_is_refused(reference, tmp_path, capsys):
 def test_diff_against_bert_stays_within_budget():
     changed = conftest.changed_lines("bert.py", "electra.py")
     assert changed <= DIFF_BUDGET, f"diff bert.py electra.py changes {changed} lines (budget {DIFF_BUDGET})"
+
+
+def test_a_checkpoint_of_another_script_is_named(tmp_path):
+    torch.save({"script": "gpt"}, tmp_path / "ckpt.pt")
+    with pytest.raises(electra.UserError, match="is not an electra.py checkpoint"):
+        electra.load_checkpoint(tmp_path / "ckpt.pt")

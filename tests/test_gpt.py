@@ -277,7 +277,7 @@ def test_sampling_is_reproducible_with_a_seed(corpus, tmp_path, capsys):
         assert gpt.run(gpt.main, argv + ["--seed", str(seed)]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] != outputs[2]
-    assert outputs[0].startswith("the module")
+    assert outputs[0].startswith("sample: the module")
 
 
 def test_train_from_pretrained(reference, corpus, gpt_tokenizer, tmp_path):
