@@ -604,6 +604,9 @@ class Model(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(sd, str(folder / "model.safetensors"))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if self.tokenizer is not None:
             self.tokenizer.save(str(folder / "tokenizer.json"))

@@ -242,6 +242,8 @@ def test_tiny_run_learns_to_detect_replaced_content_tokens(corpus, tokenizer_fil
     assert "ROC AUC, content tokens" in out and "uniform random" in out  # the end-of-run report
     assert "return the value of the list , or none if the if is empty ." in out
     # the discriminator is exported in the Hugging Face layout: transformers reads it, and gives the same logits
+    mode = (tmp_path / "discriminator" / "model.safetensors").stat().st_mode & 0o777
+    assert mode == (tmp_path / "discriminator" / "config.json").stat().st_mode & 0o777  # as any file it writes
     hf, info = ElectraForPreTraining.from_pretrained(tmp_path / "discriminator", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     ours = electra.load_model(electra.build_parser().parse_args(["--out", str(tmp_path)]))

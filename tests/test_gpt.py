@@ -363,6 +363,7 @@ BAD_INPUTS = {
     "no Apple GPU": (["--device", "mps"], "--device mps: no Apple GPU"),
     "out is a file": (["--out", "{tmp}/empty.txt"], "cannot make the run folder"),
     "out under a file": (["--out", "{tmp}/empty.txt/run"], "cannot make the run folder"),
+    "read-only out": (["--out", "{tmp}/readonly"], "the run folder is not writable"),
     "unreadable pretrained": (["--from-pretrained", "{tmp}/empty_dir"], "no readable config.json"),
     "wrong model type": (["--from-pretrained", "{tmp}/bert_dir"], "holds a 'bert' model"),
     "corrupt checkpoint": (["--resume", "--out", "{tmp}/corrupt"], "cannot read checkpoint"),
@@ -381,6 +382,9 @@ def test_bad_input_gives_one_clear_line(case, corpus, tmp_path, capsys, monkeypa
     argv, message = BAD_INPUTS[case]
     argv = ["--train", "--device", "cpu", "--data", str(corpus), "--out", str(tmp_path / "run")] + \
         [a.format(tmp=tmp_path) for a in argv]
+    (tmp_path / "readonly").mkdir()
+    real_access = os.access  # root may write anywhere, so a read-only folder is what os.access says it is
+    monkeypatch.setattr(gpt.os, "access", lambda p, mode: "readonly" not in str(p) and real_access(p, mode))
     if case not in ("missing data", "empty corpus"):  # the arguments are checked before any data work
         monkeypatch.setattr(gpt, "read_corpus", lambda spec: pytest.fail("read the corpus before checking arguments"))
     assert gpt.run(gpt.main, argv) == 2
