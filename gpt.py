@@ -870,9 +870,11 @@ def main(argv=None):
     if not args.train and args.sample is None:
         p.print_help()
         return 0
-    if args.max_new_tokens < 1 or args.top_k < 0 or not (args.temperature > 0 and math.isfinite(args.temperature)):
-        raise UserError(f"--max-new-tokens must be 1 or more (got {args.max_new_tokens}), --top-k 0 or more (got "
-                        f"{args.top_k}), --temperature a positive number (got {args.temperature})")
+    for flag, value, ok, needed in (("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "1 or more"),
+                                    ("--top-k", args.top_k, args.top_k >= 0, "0 (every token) or more"),
+                                    ("--temperature", args.temperature, 0 < args.temperature < math.inf, "positive")):
+        if not ok:  # nan fails every comparison
+            raise UserError(f"{flag} must be {needed}, got {value}")
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
