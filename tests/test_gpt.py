@@ -1,6 +1,7 @@
 """gpt.py: parity with Hugging Face, the paper's size, causality, and the training plumbing every script shares."""
 
 import dataclasses
+import importlib
 import json
 import os
 import shutil
@@ -464,6 +465,18 @@ def test_a_bad_jsonl_line_is_named_and_a_failed_save_keeps_the_last_checkpoint(t
         gpt.save_checkpoint(tmp_path / "ckpt.pt", {"step": 2})
     monkeypatch.undo()
     assert torch.load(tmp_path / "ckpt.pt")["step"] == 1
+
+
+@pytest.mark.parametrize("script", ["gpt", "bert", "roberta", "albert", "electra"])
+def test_every_script_names_a_corrupt_tokenizer_and_a_foreign_checkpoint(script, tmp_path):
+    """The shared plumbing is one text (test_shared_code.py); each script's own tokenizer reader is checked here."""
+    module = importlib.import_module(script)
+    (tmp_path / "tokenizer.json").write_text("{broken")
+    with pytest.raises(module.UserError, match="tokenizer.json is not a readable tokenizer"):
+        module.load_tokenizer(tmp_path)
+    torch.save({"script": "another"}, tmp_path / "ckpt.pt")
+    with pytest.raises(module.UserError, match=f"is not an? {script}.py checkpoint"):
+        module.load_checkpoint(tmp_path / "ckpt.pt")
 
 
 def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys):
