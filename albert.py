@@ -88,7 +88,8 @@ PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
     # at 0.02 so narrow a model's attention stays uniform for a long time (README)
     "tiny": _sized(2, 128, embed=64, vocab_size=4096, max_len=128, init_std=0.08, dupe_factor=5, seq_len=128,
-                   batch_size=32, grad_accum=1, steps=2000, lr=2e-3, warmup=50, log_interval=100, eval_interval=500, eval_examples=320),
+                   batch_size=32, grad_accum=1, steps=2000, lr=2e-3, warmup=50, log_interval=100, eval_interval=500,
+                   eval_examples=320),
     "base": Config(),  # Table 1: 11,813,810 parameters with the pretraining heads
     "large": _sized(24, 1024),  # 17,847,474
     "xlarge": _sized(24, 2048, heads=16),  # 59,021,490
@@ -341,7 +342,7 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
                 chunk.append(sentence(k))
                 length += len(chunk[-1])
                 if k == last - 1 or length >= target:
-                    # one sentence: cut it in two; the release takes B from another document, which is NSP (bug 12)
+                    # one sentence: cut it in two; the release takes B from another document, which is NSP again
                     if len(chunk) == 1:
                         cut = rng.integers(1, len(chunk[0])) if len(chunk[0]) >= 2 else 1
                         a, b = chunk[0][:cut], chunk[0][cut:]
@@ -833,7 +834,7 @@ def train(args):
     if rt.master and not (out / "tokenizer.json").exists():
         print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
-    if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
+    if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
@@ -969,7 +970,7 @@ def load_model(args):
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.tokenizer = load_tokenizer(args.out)
-    if model.tokenizer is None or state.get("tokenizer", fingerprint(model.tokenizer)) != fingerprint(model.tokenizer):
+    if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
 
@@ -1026,7 +1027,8 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        print(f"mask {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i)) or f'<id {int(i)}>'} {p:.3f}" for p, i in zip(probs[n], top[n])))
+        shown = [tok.id_to_token(int(i)) or f"<id {int(i)}>" for i in top[n]]  # an id the vocabulary lacks
+        print(f"mask {n + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
 # --- main ---

@@ -784,7 +784,7 @@ def train(args):
     if rt.master and not (out / "tokenizer.json").exists():
         print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
-    if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
+    if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
@@ -920,7 +920,7 @@ def load_model(args):
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.tokenizer = load_tokenizer(args.out)
-    if model.tokenizer is None or state.get("tokenizer", fingerprint(model.tokenizer)) != fingerprint(model.tokenizer):
+    if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
 
@@ -977,7 +977,8 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        print(f"mask {n + 1}: " + "  ".join(f"{tok.id_to_token(int(i)) or f'<id {int(i)}>'} {p:.3f}" for p, i in zip(probs[n], top[n])))
+        shown = [tok.id_to_token(int(i)) or f"<id {int(i)}>" for i in top[n]]  # an id the vocabulary lacks
+        print(f"mask {n + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
 # --- main ---

@@ -679,14 +679,14 @@ def compute_loss(model, batch):
     real = batch["attention_mask"].bool()  # [CLS] and [SEP] count, padding does not
     per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(), reduction="none")
     rtd_loss = (per_token * real).sum() / real.sum()
-    guess, chosen = (rtd_logits > 0) & real, labels != -100
+    guess, chosen, share = (rtd_logits > 0) & real, labels != -100, replaced.sum() / real.sum()
     metrics = {"mlm_loss": mlm_loss, "rtd_loss": rtd_loss,
                "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
                "rtd_acc": ((guess == replaced) & real).sum() / real.sum(),
                "precision": (guess & replaced).sum() / guess.sum().clamp(min=1),
                "recall": (guess & replaced).sum() / replaced.sum().clamp(min=1),
-               "replaced": replaced.sum() / real.sum(),  # 1 - this is the accuracy of always answering "original"
-               "const_loss": binary_entropy(replaced.sum() / real.sum()),  # the loss of the best constant guess
+               "replaced": share,  # 1 - this is the accuracy of always answering "original"
+               "const_loss": binary_entropy(share),  # the loss of the best constant guess
                "auc": roc_auc(rtd_logits, replaced, batch["content"])}  # [CLS], [SEP] are never replaced: left out
     if not model.training:  # evaluation: the same positions filled with uniformly random tokens, easier to spot
         fake, easy = replace_tokens(batch["input_ids"], batch["mlm_positions"], labels, batch["uniform_tokens"])
@@ -911,7 +911,7 @@ def train(args):
     if rt.master and not (out / "tokenizer.json").exists():
         print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
-    if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
+    if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
@@ -1047,7 +1047,7 @@ def load_model(args):
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.tokenizer = load_tokenizer(args.out)
-    if model.tokenizer is None or state.get("tokenizer", fingerprint(model.tokenizer)) != fingerprint(model.tokenizer):
+    if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
 

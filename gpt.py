@@ -668,7 +668,7 @@ def train(args):
     if rt.master and not (out / "tokenizer.json").exists():
         print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
-    if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
+    if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
@@ -804,7 +804,7 @@ def load_model(args):
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.tokenizer = load_tokenizer(args.out)
-    if model.tokenizer is None or state.get("tokenizer", fingerprint(model.tokenizer)) != fingerprint(model.tokenizer):
+    if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
 

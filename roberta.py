@@ -84,7 +84,8 @@ PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
     # at 0.02 so narrow a model's attention stays uniform for a long time (README)
     "tiny": _sized(2, 128, vocab_size=4096, max_len=130, dropout=0.0, init_std=0.08, max_predictions=20, seq_len=128,
-                   grad_accum=1, steps=2000, lr=5e-4, warmup=50, log_interval=100, eval_interval=500, eval_examples=320),
+                   grad_accum=1, steps=2000, lr=5e-4, warmup=50, log_interval=100, eval_interval=500,
+                   eval_examples=320),
     # ours: a single-GPU size (L4/H512) with a batch of 32 x 8 sequences
     "small": _sized(4, 512, seq_len=128, max_predictions=20, grad_accum=8, steps=20_000, lr=5e-4, warmup=1000),
     "base": Config(),  # the paper: 124,697,433 parameters with the LM head
@@ -740,7 +741,7 @@ def train(args):
     if rt.master and not (out / "tokenizer.json").exists():
         print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
     tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
-    if state is not None and state.get("tokenizer", fingerprint(tokenizer)) != fingerprint(tokenizer):
+    if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
@@ -876,7 +877,7 @@ def load_model(args):
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
     model.tokenizer = load_tokenizer(args.out)
-    if model.tokenizer is None or state.get("tokenizer", fingerprint(model.tokenizer)) != fingerprint(model.tokenizer):
+    if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
 
@@ -933,7 +934,8 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        print(f"mask {n + 1}: " + "  ".join(f"{tok.decode([int(i)], skip_special_tokens=False)!r} {p:.3f}" for p, i in zip(probs[n], top[n])))
+        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
+        print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
 # --- main ---

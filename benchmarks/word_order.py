@@ -8,7 +8,6 @@ The run folder's checkpoint, tokenizer and token cache are used; --data must nam
 """
 
 import argparse
-import dataclasses
 import importlib
 import sys
 from pathlib import Path
@@ -71,7 +70,7 @@ def main(argv=None):
         split = module.load_data(module.read_corpus(args.data), tokenizer, args.out, cfg)["val"]
     except module.UserError as e:
         sys.exit(f"error: {e}")
-    r = probe(module, model, split, dataclasses.replace(cfg))
+    r = probe(module, model, split, cfg)
     print(f"{args.script} at step {state['step']}, validation MLM: loss {r['loss']:.3f} as is, {r['loss_shuffled']:.3f} "
           f"shuffled; accuracy {r['acc']:.1%} as is, {r['acc_shuffled']:.1%} shuffled")
     return r
