@@ -34,11 +34,8 @@ import torch.nn.functional as F
 
 import common
 
+
 # --- config ---
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
 
 
 @dataclass
@@ -79,9 +76,11 @@ class Config:
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
+
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
     return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
+
 
 
 PRESETS = {
@@ -96,339 +95,6 @@ PRESETS = {
     "xxlarge": _sized(12, 4096),  # 223,158,450
 }
 
-# --- tokenizer ---
-
-SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]  # <pad> = 0, <unk> = 1, as the release's vocabulary
-
-
-def _configure(tok):
-    from tokenizers import decoders, normalizers, pre_tokenizers
-
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # as albert-*-v2
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()  # SentencePiece: a word starts with "▁"
-    tok.decoder = decoders.Metaspace()
-    return tok
-
-
-def train_tokenizer(docs, cfg):
-    """A SentencePiece-style unigram language model over pieces (§4.1)."""
-    from tokenizers import Tokenizer, models, trainers
-
-    tok = _configure(Tokenizer(models.Unigram()))
-    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
-                                      show_progress=False)
-    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
-    return tok
-
-
-def load_tokenizer(folder):
-    """The tokenizer of a checkpoint folder: its `tokenizer.json` (albert-base-v2 ships one)."""
-    from tokenizers import Tokenizer
-
-    folder = Path(folder)
-    if (folder / "tokenizer.json").exists():
-        try:
-            return Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
-    return None
-
-
-def get_tokenizer(out, docs, cfg):
-    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
-    path = Path(out) / "tokenizer.json"
-    if path.exists():
-        return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
-    return tok
-
-
-# --- data ---
-
-
-def split_sentences(text):
-    """Sentences of a line of prose: split after . ! ? followed by white space."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
-
-def default_corpus():
-    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
-
-    One document per topic and per module; paragraphs are unwrapped and split into sentences.
-    """
-    from pydoc_data.topics import topics
-
-    texts = [topics[k] for k in sorted(topics)]
-    stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    for f in files:
-        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
-            continue
-        try:
-            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
-        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
-    docs = []
-    for text in texts:
-        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
-        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
-                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
-        doc = [s for p in paragraphs for s in split_sentences(p)]
-        if doc:
-            docs.append(doc)
-    return docs
-
-
-def read_corpus(spec):
-    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
-    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
-    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
-    if spec is None:
-        return default_corpus()
-    if spec.startswith("hf:"):
-        try:
-            import datasets
-        except ImportError:
-            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
-        name, _, config = spec[3:].partition(":")
-        try:
-            rows = datasets.load_dataset(name, config or None, split="train")
-        except Exception as e:
-            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
-        texts = (row["text"] for row in rows)
-    else:
-        files = []
-        for part in (part.strip() for part in spec.split(",")):
-            if not part:
-                continue  # "a.txt," is a.txt, never the current folder
-            p = Path(part)
-            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
-            if not matches:
-                raise UserError(f"--data: no such file, folder or glob: {part}")
-            for m in map(Path, matches):
-                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
-        texts = []
-        for f in files:
-            try:
-                raw = f.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
-            if f.suffix == ".jsonl":
-                for number, line in enumerate(raw.splitlines(), 1):
-                    try:
-                        texts += [str(json.loads(line)["text"])] if line.strip() else []
-                    except (ValueError, KeyError, TypeError):
-                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
-            else:
-                texts += re.split(r"\n\s*\n", raw)
-    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
-    if not docs:
-        raise UserError(f"--data: no text found in {spec}")
-    return docs
-
-
-def split_documents(docs):
-    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
-    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
-    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
-    if len(docs) < 2:
-        raise UserError("the corpus is a single document; separate documents with a blank line")
-    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
-    train = [d for i, d in enumerate(docs) if i not in val]
-    trained = {s for d in train for s in d}
-    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
-    if not any(held):
-        raise UserError("no validation text: every held-out sentence also occurs in a training document")
-    return {"train": train, "val": [d for d in held if d]}
-
-
-def cache_tokens(docs, tokenizer, folder, eod_id=None):
-    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
-
-    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
-    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
-    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
-    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
-    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
-    """
-    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
-    folder = Path(folder) / key
-    if not (folder / "done").exists():
-        print(f"tokenizing the corpus into {folder}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
-        for split, split_docs in split_documents(docs).items():
-            sents, bounds, n = [], [], 0
-            with open(folder / f"{split}.tokens", "wb") as f:
-                for chunk in range(0, len(split_docs), 256):
-                    part = split_docs[chunk:chunk + 256]
-                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
-                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
-                        ids = np.array(enc.ids, dtype=dtype)
-                        f.write(ids.tobytes())
-                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
-                        # a token belongs to the last sentence that starts at or before its end offset, so the space
-                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
-                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
-                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
-                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
-                        bounds.append((len(sents), len(sents) + len(doc)))
-                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
-                        n += len(ids)
-                        if eod_id is not None:
-                            f.write(np.array([eod_id], dtype=dtype).tobytes())
-                            n += 1
-            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
-            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
-        (folder / "dtype").write_text(np.dtype(dtype).name)
-        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
-    dtype = np.dtype((folder / "dtype").read_text())
-    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
-                    "sentences": np.load(folder / f"{split}.sentences.npy"),
-                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
-
-
-def uniform(seed, keys, n, stream):
-    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
-    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
-    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
-         + np.uint64(0x9E3779B97F4A7C15))
-    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
-    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
-
-
-def load_data(docs, tokenizer, out, cfg):
-    """Segment-pair instances made once, as the release's create_pretraining_data: each document dupe_factor
-    times, with a fixed seed (12345, the release's default)."""
-    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
-    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
-    vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
-    word_start = np.array([piece.startswith("▁") for piece in vocab])  # SentencePiece marks a word's first piece
-    for split in data.values():
-        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
-        split["special"], split["mask_id"] = np.array(specials), specials[4]
-        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # <pad>, [CLS], [SEP]; <unk> may be, release
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
-        split["word_start"] = word_start
-        if not len(split["input_ids"]):
-            raise UserError("the corpus is too small: a split made no sentence pairs")
-    return data
-
-
-def make_instances(split, cfg, rng, cls_id, sep_id):
-    """[CLS] A [SEP] B [SEP] pairs: documents cut into chunks of sentences up to a target length (10% of the time a
-    shorter one), A = the first k sentences of a chunk (or the first part of a lone sentence), B = the rest;
-    half of the time A and B are swapped (label 1). Both segments always come from one document. §3.1."""
-    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
-    longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
-    ids, types, sop = [], [], []
-
-    def sentence(k):
-        return tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist()
-
-    for _ in range(cfg.dupe_factor):  # each pass pairs and truncates differently (and gets other masks)
-        for d, (first, last) in enumerate(docs):  # one target length per document and pass, as the release
-            target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
-            chunk, length, k = [], 0, first
-            while k < last:
-                chunk.append(sentence(k))
-                length += len(chunk[-1])
-                if k == last - 1 or length >= target:
-                    # one sentence: cut it in two; the release takes B from another document, which is NSP again
-                    if len(chunk) == 1:
-                        cut = rng.integers(1, len(chunk[0])) if len(chunk[0]) >= 2 else 1
-                        a, b = chunk[0][:cut], chunk[0][cut:]
-                    else:
-                        a_end = rng.integers(1, len(chunk))
-                        a, b = [t for s in chunk[:a_end] for t in s], [t for s in chunk[a_end:] for t in s]
-                    label = int(rng.random() < 0.5)
-                    if label:  # a negative is the same two segments in the wrong order, §3.1
-                        a, b = b, a
-                    while len(a) + len(b) > longest:  # truncate the longer side, front or back at random
-                        longer = a if len(a) > len(b) else b
-                        del longer[0 if rng.random() < 0.5 else -1]
-                    if a and b:
-                        ids.append([cls_id, *a, sep_id, *b, sep_id])
-                        types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
-                        sop.append(label)
-                    chunk, length = [], 0
-                k += 1
-    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
-    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
-    for i in range(n):
-        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
-    return {"input_ids": input_ids, "token_type_ids": type_ids, "sop": np.array(sop, dtype=np.int64)}
-
-
-def mask_tokens(input_ids, keys, seed, split, cfg):
-    """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability proportional to
-    1/n, taken in a random order of their first words while they fit in 15% of each row's tokens (never [CLS],
-    [SEP] or padding; at most max_predictions); each chosen token becomes the mask token 80% of the time, a random
-    non-special token 10%, stays 10%. Random numbers are keyed by `keys`. Returns the new ids (B, T), and the
-    positions and labels (B, P). Vectorised over the rows: one pass per word rank, not one per word and row."""
-    B, T = input_ids.shape
-    P, rows = cfg.max_predictions, np.arange(B)
-    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)  # a word never spans [SEP]
-    starts = candidate & (split["word_start"][input_ids] | after_gap)  # a word's first token, (B, T)
-    word = np.where(candidate, np.cumsum(starts, 1) - 1, -1)  # each token's word in its row, (B, T)
-    words = starts.sum(1)  # (B,)
-    W = max(1, int(words.max()))
-    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # tokens of each word, padded
-    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)
-    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)  # tokens before each word
-    budget = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
-    p_ngram = 1 / np.arange(1, cfg.max_ngram + 1)
-    n_of = 1 + np.searchsorted(np.cumsum(p_ngram / p_ngram.sum()), uniform(seed, keys, W, 3))  # 6/11, 3/11, 2/11
-    order = np.argsort(np.where(np.arange(W) < words[:, None], uniform(seed, keys, W, 4), 2.0), axis=1)  # (B, W)
-    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)
-    for rank in range(W):
-        first = order[:, rank]  # (B,): each row's next span starts at this word
-        n = np.minimum(n_of[rows, first], words - first)  # spans end at the row's last word
-        size = before[rows, first + n] - before[rows, first]
-        span = first[:, None] + np.arange(cfg.max_ngram)  # (B, max_ngram)
-        inside = np.arange(cfg.max_ngram) < n[:, None]
-        ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)
-        taken[rows[:, None], span] |= inside & ok[:, None]
-        count += np.where(ok, size, 0)
-    chosen = candidate & taken[rows[:, None], np.maximum(word, 0)]  # (B, T)
-    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # the chosen positions first, in order
-    labels = np.where(np.arange(P) < chosen.sum(1)[:, None], np.take_along_axis(input_ids, positions, 1), -100)
-    positions = np.where(labels != -100, positions, 0)
-    u = uniform(seed, keys, P, 1)
-    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
-    replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
-    ids, used = input_ids.copy(), labels != -100
-    ids[np.broadcast_to(rows[:, None], (B, P))[used], positions[used]] = replaced[used]
-    return ids, positions, labels
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(n, seed, epoch):
-    """The order of the n instances in an epoch: a fresh permutation each epoch."""
-    return np.random.default_rng((seed, epoch)).permutation(n)
-
-
-def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the instance, not the
-    example: the same instance always has the same mask (STATIC, as the release's pre-made data)."""
-    n = len(data["input_ids"])
-    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
-    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
-    masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
-    return {"input_ids": torch.from_numpy(masked),
-            "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
-            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
-            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
-            "sop_labels": torch.from_numpy(data["sop"][instances])}
 
 
 # --- model ---
@@ -448,6 +114,7 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+
 
 
 class Model(nn.Module):
@@ -533,61 +200,139 @@ class Model(nn.Module):
         return model
 
 
-class HFConfig(dict):
-    """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
-
-    def __init__(self, path, values):
-        super().__init__(values)
-        self.path = path
-
-    def __missing__(self, key):
-        raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
-
-
-def read_pretrained(path, model_type):
-    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
-    path = Path(path)
-    try:
-        hf = HFConfig(path, json.loads((path / "config.json").read_text()))
-    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
-        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
-    if hf.get("model_type") != model_type:
-        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
-    try:
-        if (path / "model.safetensors").exists():
-            from safetensors.torch import load_file
-            sd = load_file(str(path / "model.safetensors"))
-        elif (path / "pytorch_model.bin").exists():
-            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
-    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
-    return hf, sd
-
-
-def load_weights(model, sd, path, optional=()):
-    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
-    initialisation and are listed in a warning, any other mismatch is an error."""
-    own = model.state_dict()
-    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
-    missing = [k for k in tensors if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
-        raise UserError(f"--from-pretrained {path}: weights do not match the config "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
-    model.load_state_dict(sd, strict=False)
-    if missing:
-        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
-        print(f"warning: {path} has no {', '.join(parts)}: "
-              "freshly initialised", file=sys.stderr)
-
 
 # --- objective ---
+
+
+def load_data(docs, tokenizer, out, cfg):
+    """Segment-pair instances made once, as the release's create_pretraining_data: each document dupe_factor
+    times, with a fixed seed (12345, the release's default)."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
+    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
+    word_start = np.array([piece.startswith("▁") for piece in vocab])  # SentencePiece marks a word's first piece
+    for split in data.values():
+        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
+        split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # <pad>, [CLS], [SEP]; <unk> may be, release
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        split["word_start"] = word_start
+        if not len(split["input_ids"]):
+            raise UserError("the corpus is too small: a split made no sentence pairs")
+    return data
+
+
+
+def make_instances(split, cfg, rng, cls_id, sep_id):
+    """[CLS] A [SEP] B [SEP] pairs: documents cut into chunks of sentences up to a target length (10% of the time a
+    shorter one), A = the first k sentences of a chunk (or the first part of a lone sentence), B = the rest;
+    half of the time A and B are swapped (label 1). Both segments always come from one document. §3.1."""
+    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
+    longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
+    ids, types, sop = [], [], []
+
+    def sentence(k):
+        return tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist()
+
+    for _ in range(cfg.dupe_factor):  # each pass pairs and truncates differently (and gets other masks)
+        for d, (first, last) in enumerate(docs):  # one target length per document and pass, as the release
+            target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
+            chunk, length, k = [], 0, first
+            while k < last:
+                chunk.append(sentence(k))
+                length += len(chunk[-1])
+                if k == last - 1 or length >= target:
+                    # one sentence: cut it in two; the release takes B from another document, which is NSP again
+                    if len(chunk) == 1:
+                        cut = rng.integers(1, len(chunk[0])) if len(chunk[0]) >= 2 else 1
+                        a, b = chunk[0][:cut], chunk[0][cut:]
+                    else:
+                        a_end = rng.integers(1, len(chunk))
+                        a, b = [t for s in chunk[:a_end] for t in s], [t for s in chunk[a_end:] for t in s]
+                    label = int(rng.random() < 0.5)
+                    if label:  # a negative is the same two segments in the wrong order, §3.1
+                        a, b = b, a
+                    while len(a) + len(b) > longest:  # truncate the longer side, front or back at random
+                        longer = a if len(a) > len(b) else b
+                        del longer[0 if rng.random() < 0.5 else -1]
+                    if a and b:
+                        ids.append([cls_id, *a, sep_id, *b, sep_id])
+                        types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+                        sop.append(label)
+                    chunk, length = [], 0
+                k += 1
+    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
+    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
+    for i in range(n):
+        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
+    return {"input_ids": input_ids, "token_type_ids": type_ids, "sop": np.array(sop, dtype=np.int64)}
+
+
+
+def mask_tokens(input_ids, keys, seed, split, cfg):
+    """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability proportional to
+    1/n, taken in a random order of their first words while they fit in 15% of each row's tokens (never [CLS],
+    [SEP] or padding; at most max_predictions); each chosen token becomes the mask token 80% of the time, a random
+    non-special token 10%, stays 10%. Random numbers are keyed by `keys`. Returns the new ids (B, T), and the
+    positions and labels (B, P). Vectorised over the rows: one pass per word rank, not one per word and row."""
+    B, T = input_ids.shape
+    P, rows = cfg.max_predictions, np.arange(B)
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
+    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)  # a word never spans [SEP]
+    starts = candidate & (split["word_start"][input_ids] | after_gap)  # a word's first token, (B, T)
+    word = np.where(candidate, np.cumsum(starts, 1) - 1, -1)  # each token's word in its row, (B, T)
+    words = starts.sum(1)  # (B,)
+    W = max(1, int(words.max()))
+    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # tokens of each word, padded
+    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)
+    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)  # tokens before each word
+    budget = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    p_ngram = 1 / np.arange(1, cfg.max_ngram + 1)
+    n_of = 1 + np.searchsorted(np.cumsum(p_ngram / p_ngram.sum()), uniform(seed, keys, W, 3))  # 6/11, 3/11, 2/11
+    order = np.argsort(np.where(np.arange(W) < words[:, None], uniform(seed, keys, W, 4), 2.0), axis=1)  # (B, W)
+    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)
+    for rank in range(W):
+        first = order[:, rank]  # (B,): each row's next span starts at this word
+        n = np.minimum(n_of[rows, first], words - first)  # spans end at the row's last word
+        size = before[rows, first + n] - before[rows, first]
+        span = first[:, None] + np.arange(cfg.max_ngram)  # (B, max_ngram)
+        inside = np.arange(cfg.max_ngram) < n[:, None]
+        ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)
+        taken[rows[:, None], span] |= inside & ok[:, None]
+        count += np.where(ok, size, 0)
+    chosen = candidate & taken[rows[:, None], np.maximum(word, 0)]  # (B, T)
+    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # the chosen positions first, in order
+    labels = np.where(np.arange(P) < chosen.sum(1)[:, None], np.take_along_axis(input_ids, positions, 1), -100)
+    positions = np.where(labels != -100, positions, 0)
+    u = uniform(seed, keys, P, 1)
+    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
+    ids, used = input_ids.copy(), labels != -100
+    ids[np.broadcast_to(rows[:, None], (B, P))[used], positions[used]] = replaced[used]
+    return ids, positions, labels
+
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The order of the n instances in an epoch: a fresh permutation each epoch."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the instance, not the
+    example: the same instance always has the same mask (STATIC, as the release's pre-made data)."""
+    n = len(data["input_ids"])
+    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
+    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
+    masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
+    return {"input_ids": torch.from_numpy(masked),
+            "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
+            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
+            "sop_labels": torch.from_numpy(data["sop"][instances])}
+
 
 
 def compute_loss(model, batch):
@@ -603,6 +348,7 @@ def compute_loss(model, batch):
                "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
                "sop_acc": (sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()}
     return mlm_loss + sop_loss, metrics
+
 
 
 class Lamb(torch.optim.Optimizer):
@@ -634,7 +380,310 @@ class Lamb(torch.optim.Optimizer):
                 p.sub_(group["lr"] * ratio * update)
 
 
-# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
+
+# --- tokenizer ---
+
+
+SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]  # <pad> = 0, <unk> = 1, as the release's vocabulary
+
+
+
+def _configure(tok):
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # as albert-*-v2
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()  # SentencePiece: a word starts with "▁"
+    tok.decoder = decoders.Metaspace()
+    return tok
+
+
+
+def train_tokenizer(docs, cfg):
+    """A SentencePiece-style unigram language model over pieces (§4.1)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = _configure(Tokenizer(models.Unigram()))
+    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: its `tokenizer.json` (albert-base-v2 ships one)."""
+    from tokenizers import Tokenizer
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own exception type
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+    return None
+
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
+    text = args.fill if args.fill is not None else "the [MASK] statement raises an exception ."
+    tok, device = model.tokenizer, next(model.parameters()).device
+    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
+    positions = (ids[0] == tok.token_to_id("[MASK]")).nonzero().T  # (1, masks)
+    if not positions.numel():
+        raise UserError("--fill: the text has no [MASK]")
+    with torch.no_grad():
+        logits, _ = model(ids, positions=positions)
+    print(text)
+    probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
+    for n in range(len(top)):
+        shown = [tok.id_to_token(int(i)) or f"<id {int(i)}>" for i in top[n]]  # an id the vocabulary lacks
+        print(f"mask {n + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in zip(shown, probs[n])))
+
+
+
+# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in (part.strip() for part in spec.split(",")):
+            if not part:
+                continue  # "a.txt," is a.txt, never the current folder
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                for number, line in enumerate(raw.splitlines(), 1):
+                    try:
+                        texts += [str(json.loads(line)["text"])] if line.strip() else []
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
+    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
+    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    train = [d for i, d in enumerate(docs) if i not in val]
+    trained = {s for d in train for s in d}
+    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
+    if not any(held):
+        raise UserError("no validation text: every held-out sentence also occurs in a training document")
+    return {"train": train, "val": [d for d in held if d]}
+
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
+    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
+    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        print(f"tokenizing the corpus into {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for chunk in range(0, len(split_docs), 256):
+                    part = split_docs[chunk:chunk + 256]
+                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
+                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
+                        # a token belongs to the last sentence that starts at or before its end offset, so the space
+                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
+                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
+                        bounds.append((len(sents), len(sents) + len(doc)))
+                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
+                        n += len(ids)
+                        if eod_id is not None:
+                            f.write(np.array([eod_id], dtype=dtype).tobytes())
+                            n += 1
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+
+class HFConfig(dict):
+    """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
+
+    def __init__(self, path, values):
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
+
+
+
+def read_pretrained(path, model_type):
+    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
+    path = Path(path)
+    try:
+        hf = HFConfig(path, json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
+        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
+    if hf.get("model_type") != model_type:
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
+    try:
+        if (path / "model.safetensors").exists():
+            from safetensors.torch import load_file
+            sd = load_file(str(path / "model.safetensors"))
+        elif (path / "pytorch_model.bin").exists():
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    return hf, sd
+
+
+
+def load_weights(model, sd, path, optional=()):
+    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
+    initialisation and are listed in a warning, any other mismatch is an error."""
+    own = model.state_dict()
+    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
+    missing = [k for k in tensors if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
+        raise UserError(f"--from-pretrained {path}: weights do not match the config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+    model.load_state_dict(sd, strict=False)
+    if missing:
+        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
+        print(f"warning: {path} has no {', '.join(parts)}: "
+              "freshly initialised", file=sys.stderr)
+
 
 
 def setup_runtime(args):
@@ -664,6 +713,7 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
+
 def configure_optimizer(model, cfg, device):
     """LAMB (§4.1); weight decay and the trust ratio on matrices and embeddings only, never on biases or
     LayerNorm gains (the release's exclusions). ALBERT's one exception to the shared plumbing."""
@@ -674,12 +724,14 @@ def configure_optimizer(model, cfg, device):
     return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
 
+
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
 
 
 @torch.no_grad()
@@ -701,6 +753,7 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
+
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -709,6 +762,7 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
+
 
 
 def load_checkpoint(path):
@@ -726,9 +780,11 @@ def load_checkpoint(path):
     return state
 
 
+
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+
 
 
 def take_lock(out):
@@ -757,6 +813,7 @@ def take_lock(out):
     return path
 
 
+
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -764,6 +821,7 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
+
 
 
 def process_alive(pid):
@@ -776,9 +834,11 @@ def process_alive(pid):
     return True
 
 
+
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
 
 
 def peak_flops(device):
@@ -787,6 +847,7 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
 
 
 def overrides(args):
@@ -798,6 +859,7 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
+
 
 
 def train(args):
@@ -959,6 +1021,7 @@ def train(args):
     return raw.eval()
 
 
+
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -973,6 +1036,7 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
+
 
 
 def build_parser():
@@ -996,6 +1060,7 @@ def build_parser():
     return p
 
 
+
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -1009,29 +1074,6 @@ def run(main, argv):
               else "interrupted before the first checkpoint was written", file=sys.stderr)
         return 130
 
-
-# --- demo ---
-
-
-def demo(model, args):
-    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.fill if args.fill is not None else "the [MASK] statement raises an exception ."
-    tok, device = model.tokenizer, next(model.parameters()).device
-    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
-    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
-    positions = (ids[0] == tok.token_to_id("[MASK]")).nonzero().T  # (1, masks)
-    if not positions.numel():
-        raise UserError("--fill: the text has no [MASK]")
-    with torch.no_grad():
-        logits, _ = model(ids, positions=positions)
-    print(text)
-    probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
-    for n in range(len(top)):
-        shown = [tok.id_to_token(int(i)) or f"<id {int(i)}>" for i in top[n]]  # an id the vocabulary lacks
-        print(f"mask {n + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in zip(shown, probs[n])))
-
-
-# --- main ---
 
 
 def main(argv=None):
@@ -1047,6 +1089,7 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         demo(model, args)
     return 0
+
 
 
 if __name__ == "__main__":

@@ -37,11 +37,8 @@ import torch.nn.functional as F
 
 import common
 
+
 # --- config ---
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
 
 
 @dataclass
@@ -86,9 +83,11 @@ class Config:
         return round(self.hidden * self.gen_size)
 
 
+
 def _sized(layers, hidden, **kw):
     """An encoder of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
     return Config(layers=layers, hidden=hidden, heads=hidden // 64, ffn=4 * hidden, **kw)
+
 
 
 PRESETS = {
@@ -107,311 +106,6 @@ PRESETS = {
                     steps=400_000),
 }
 
-# --- tokenizer ---
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 0, as the release's vocabulary
-
-
-def _configure(tok):
-    from tokenizers import decoders, normalizers, pre_tokenizers
-
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercased, accents stripped
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    return tok
-
-
-def train_tokenizer(docs, cfg):
-    """WordPiece: words split into the longest known pieces, continuations marked ## (§3.2)."""
-    from tokenizers import Tokenizer, models, trainers
-
-    tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
-    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False)
-    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
-    return tok
-
-
-def load_tokenizer(folder):
-    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the bert-base-uncased `vocab.txt`."""
-    from tokenizers import Tokenizer, models
-
-    folder = Path(folder)
-    if (folder / "tokenizer.json").exists():
-        try:
-            return Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
-    if (folder / "vocab.txt").exists():
-        tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
-        tok.add_special_tokens(SPECIALS)  # so that "[MASK]" in a text is one token, not "[", "mask", "]"
-        return tok
-    return None
-
-
-def get_tokenizer(out, docs, cfg):
-    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
-    path = Path(out) / "tokenizer.json"
-    if path.exists():
-        return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
-    return tok
-
-
-# --- data ---
-
-
-def split_sentences(text):
-    """Sentences of a line of prose: split after . ! ? followed by white space."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
-
-def default_corpus():
-    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
-
-    One document per topic and per module; paragraphs are unwrapped and split into sentences.
-    """
-    from pydoc_data.topics import topics
-
-    texts = [topics[k] for k in sorted(topics)]
-    stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    for f in files:
-        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
-            continue
-        try:
-            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
-        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
-    docs = []
-    for text in texts:
-        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
-        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
-                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
-        doc = [s for p in paragraphs for s in split_sentences(p)]
-        if doc:
-            docs.append(doc)
-    return docs
-
-
-def read_corpus(spec):
-    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
-    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
-    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
-    if spec is None:
-        return default_corpus()
-    if spec.startswith("hf:"):
-        try:
-            import datasets
-        except ImportError:
-            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
-        name, _, config = spec[3:].partition(":")
-        try:
-            rows = datasets.load_dataset(name, config or None, split="train")
-        except Exception as e:
-            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
-        texts = (row["text"] for row in rows)
-    else:
-        files = []
-        for part in (part.strip() for part in spec.split(",")):
-            if not part:
-                continue  # "a.txt," is a.txt, never the current folder
-            p = Path(part)
-            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
-            if not matches:
-                raise UserError(f"--data: no such file, folder or glob: {part}")
-            for m in map(Path, matches):
-                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
-        texts = []
-        for f in files:
-            try:
-                raw = f.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
-            if f.suffix == ".jsonl":
-                for number, line in enumerate(raw.splitlines(), 1):
-                    try:
-                        texts += [str(json.loads(line)["text"])] if line.strip() else []
-                    except (ValueError, KeyError, TypeError):
-                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
-            else:
-                texts += re.split(r"\n\s*\n", raw)
-    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
-    if not docs:
-        raise UserError(f"--data: no text found in {spec}")
-    return docs
-
-
-def split_documents(docs):
-    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
-    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
-    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
-    if len(docs) < 2:
-        raise UserError("the corpus is a single document; separate documents with a blank line")
-    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
-    train = [d for i, d in enumerate(docs) if i not in val]
-    trained = {s for d in train for s in d}
-    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
-    if not any(held):
-        raise UserError("no validation text: every held-out sentence also occurs in a training document")
-    return {"train": train, "val": [d for d in held if d]}
-
-
-def cache_tokens(docs, tokenizer, folder, eod_id=None):
-    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
-
-    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
-    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
-    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
-    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
-    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
-    """
-    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
-    folder = Path(folder) / key
-    if not (folder / "done").exists():
-        print(f"tokenizing the corpus into {folder}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
-        for split, split_docs in split_documents(docs).items():
-            sents, bounds, n = [], [], 0
-            with open(folder / f"{split}.tokens", "wb") as f:
-                for chunk in range(0, len(split_docs), 256):
-                    part = split_docs[chunk:chunk + 256]
-                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
-                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
-                        ids = np.array(enc.ids, dtype=dtype)
-                        f.write(ids.tobytes())
-                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
-                        # a token belongs to the last sentence that starts at or before its end offset, so the space
-                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
-                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
-                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
-                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
-                        bounds.append((len(sents), len(sents) + len(doc)))
-                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
-                        n += len(ids)
-                        if eod_id is not None:
-                            f.write(np.array([eod_id], dtype=dtype).tobytes())
-                            n += 1
-            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
-            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
-        (folder / "dtype").write_text(np.dtype(dtype).name)
-        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
-    dtype = np.dtype((folder / "dtype").read_text())
-    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
-                    "sentences": np.load(folder / f"{split}.sentences.npy"),
-                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
-
-
-def uniform(seed, keys, n, stream):
-    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
-    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
-    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
-         + np.uint64(0x9E3779B97F4A7C15))
-    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
-    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
-
-
-def load_data(docs, tokenizer, out, cfg):
-    """Examples made once, as the release's build_pretraining_dataset, with a fixed seed (12345, as bert.py)."""
-    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
-    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
-    for split in data.values():
-        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
-        split["special"], split["mask_id"] = np.array(specials), specials[4]
-        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # [PAD], [CLS], [SEP]; [UNK] may be, release
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
-        if not len(split["input_ids"]):
-            raise UserError("the corpus is too small: a split made no examples")
-    return data
-
-
-def make_instances(split, cfg, rng, cls_id, sep_id):
-    """[CLS] A [SEP] B [SEP]: a document's sentences gathered up to a target length (5% of the time a random shorter
-    one), then cut in two at a sentence near the middle, or 10% of the time kept as one segment [CLS] A [SEP].
-    An example never crosses a document; there is no next sentence prediction (release)."""
-    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
-    ids, types = [], []
-
-    def new_target():
-        return rng.integers(5, cfg.seq_len + 1) if rng.random() < cfg.short_seq_prob else cfg.seq_len
-
-    target = new_target()
-    for first, last in docs:
-        chunk, length = [], 0
-        for k in range(first, last):
-            chunk.append(tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist())
-            length += len(chunk[-1])
-            if length < target and k < last - 1:
-                continue
-            half = 10**9 if rng.random() < 0.1 else (target - 3) // 2  # one segment, as classification inputs
-            a, b = [], []
-            for s in chunk:  # A while it is short of half (a coin decides at the crossing), then B, as the release
-                if not a or len(a) + len(s) < half or (not b and len(a) < half and rng.random() < 0.5):
-                    a += s
-                else:
-                    b += s
-            a = a[:cfg.seq_len - 2]
-            b = b[:max(0, cfg.seq_len - len(a) - 3)]
-            ids.append([cls_id, *a, sep_id, *([*b, sep_id] if b else [])])
-            types.append([0] * (len(a) + 2) + [1] * (len(b) + 1 if b else 0))
-            chunk, length, target = [], 0, new_target()
-    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
-    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
-    for i in range(n):
-        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
-    return {"input_ids": input_ids, "token_type_ids": type_ids}
-
-
-def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose mask_prob of each row's tokens (never [CLS], [SEP] or padding; at most max_predictions); of those
-    85% become the mask token and 15% stay, with no random tokens: the generator supplies those (release). Random
-    numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P),
-    padded with label -100. The release draws positions with replacement, so a few repeat; ours are distinct."""
-    B, T = input_ids.shape
-    P = cfg.max_predictions
-    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    real = (input_ids != 0).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
-    n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob))).astype(np.int64)
-    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
-    chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
-    positions = np.where(chosen, order, 0)
-    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
-    replaced = np.where(uniform(seed, keys, P, 1) < 0.85, split["mask_id"], labels)
-    ids = input_ids.copy()
-    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
-    ids[rows[chosen], positions[chosen]] = replaced[chosen]
-    return ids, positions, labels
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(n, seed, epoch):
-    """The order of the n instances in an epoch: a fresh permutation each epoch."""
-    return np.random.default_rng((seed, epoch)).permutation(n)
-
-
-def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the example, not the
-    instance: every time an instance is fed it gets a fresh mask (the release masks inside the training graph)."""
-    n = len(data["input_ids"])
-    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
-    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
-    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic
-    uniform_tokens = data["normal"][(uniform(seed, ids, positions.shape[1], 5) * len(data["normal"])).astype(np.int64)]
-    return {"input_ids": torch.from_numpy(masked),
-            "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
-            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
-            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
-            # for evaluation only: the tokens a mask may choose, and uniformly random replacements of the masked ones
-            "content": torch.from_numpy(~np.isin(input_ids, data["never_masked"])),
-            "uniform_tokens": torch.from_numpy(uniform_tokens)}
 
 
 # --- model ---
@@ -433,6 +127,7 @@ class Embeddings(nn.Module):
         return self.drop(self.ln(x))
 
 
+
 class Encoder(nn.Module):
     """Blocks of width `hidden` on the shared embeddings, entered through a Linear(E, hidden) where E differs."""
 
@@ -449,33 +144,6 @@ class Encoder(nn.Module):
             x = block(x, mask)
         return x
 
-
-def sample_replacements(input_ids, positions, labels, logits):
-    """Put the generator's samples in place of the chosen tokens (Gumbel-max: argmax of logits + Gumbel noise is a
-    sample of softmax(logits), temperature 1). Returns the corrupted ids (B, T) and the discriminator's labels
-    (B, T): 1 only where the sample differs from the original, so a correct guess counts as original (§2)."""
-    with torch.no_grad():  # the samples are data for the discriminator: no gradient flows back through them (§2)
-        u = torch.rand(logits.shape, device=logits.device)
-        return replace_tokens(input_ids, positions, labels, (logits.float() - torch.log(-torch.log(u))).argmax(-1))
-
-
-def replace_tokens(input_ids, positions, labels, tokens):
-    """`tokens` (B, P) in place of the masked ones: the corrupted ids (B, T) and the labels (B, T), 1 = replaced."""
-    chosen = labels != -100
-    kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
-    fake = input_ids.scatter(1, positions, torch.where(chosen, tokens, kept))  # (B, T)
-    return fake, torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))
-
-
-# Hugging Face names -> ours, applied in order; TOWER is the generator or the discriminator
-HF_NAMES = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
-            "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
-            "embeddings_project": "TOWER.project", "encoder.layer.": "TOWER.blocks.",
-            "attention.output.dense": "attn.proj", "attention.output.LayerNorm": "ln1", "intermediate.dense": "mlp.fc",
-            "output.dense": "mlp.proj", "output.LayerNorm": "ln2",
-            "discriminator_predictions.dense_prediction": "rtd.out", "discriminator_predictions.dense": "rtd.dense",
-            "generator_predictions.dense": "mlm.dense", "generator_predictions.LayerNorm": "mlm.ln",
-            "generator_lm_head.bias": "head.bias"}
 
 
 class Model(nn.Module):
@@ -612,61 +280,127 @@ class Model(nn.Module):
             self.tokenizer.save(str(folder / "tokenizer.json"))
 
 
-class HFConfig(dict):
-    """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
-
-    def __init__(self, path, values):
-        super().__init__(values)
-        self.path = path
-
-    def __missing__(self, key):
-        raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
-
-
-def read_pretrained(path, model_type):
-    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
-    path = Path(path)
-    try:
-        hf = HFConfig(path, json.loads((path / "config.json").read_text()))
-    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
-        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
-    if hf.get("model_type") != model_type:
-        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
-    try:
-        if (path / "model.safetensors").exists():
-            from safetensors.torch import load_file
-            sd = load_file(str(path / "model.safetensors"))
-        elif (path / "pytorch_model.bin").exists():
-            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
-    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
-    return hf, sd
-
-
-def load_weights(model, sd, path, optional=()):
-    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
-    initialisation and are listed in a warning, any other mismatch is an error."""
-    own = model.state_dict()
-    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
-    missing = [k for k in tensors if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
-    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
-        raise UserError(f"--from-pretrained {path}: weights do not match the config "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
-    model.load_state_dict(sd, strict=False)
-    if missing:
-        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
-        print(f"warning: {path} has no {', '.join(parts)}: "
-              "freshly initialised", file=sys.stderr)
-
 
 # --- objective ---
+
+
+def load_data(docs, tokenizer, out, cfg):
+    """Examples made once, as the release's build_pretraining_dataset, with a fixed seed (12345, as bert.py)."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
+    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    for split in data.values():
+        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
+        split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # [PAD], [CLS], [SEP]; [UNK] may be, release
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        if not len(split["input_ids"]):
+            raise UserError("the corpus is too small: a split made no examples")
+    return data
+
+
+
+def make_instances(split, cfg, rng, cls_id, sep_id):
+    """[CLS] A [SEP] B [SEP]: a document's sentences gathered up to a target length (5% of the time a random shorter
+    one), then cut in two at a sentence near the middle, or 10% of the time kept as one segment [CLS] A [SEP].
+    An example never crosses a document; there is no next sentence prediction (release)."""
+    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
+    ids, types = [], []
+
+    def new_target():
+        return rng.integers(5, cfg.seq_len + 1) if rng.random() < cfg.short_seq_prob else cfg.seq_len
+
+    target = new_target()
+    for first, last in docs:
+        chunk, length = [], 0
+        for k in range(first, last):
+            chunk.append(tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist())
+            length += len(chunk[-1])
+            if length < target and k < last - 1:
+                continue
+            half = 10**9 if rng.random() < 0.1 else (target - 3) // 2  # one segment, as classification inputs
+            a, b = [], []
+            for s in chunk:  # A while it is short of half (a coin decides at the crossing), then B, as the release
+                if not a or len(a) + len(s) < half or (not b and len(a) < half and rng.random() < 0.5):
+                    a += s
+                else:
+                    b += s
+            a = a[:cfg.seq_len - 2]
+            b = b[:max(0, cfg.seq_len - len(a) - 3)]
+            ids.append([cls_id, *a, sep_id, *([*b, sep_id] if b else [])])
+            types.append([0] * (len(a) + 2) + [1] * (len(b) + 1 if b else 0))
+            chunk, length, target = [], 0, new_target()
+    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
+    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
+    for i in range(n):
+        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
+    return {"input_ids": input_ids, "token_type_ids": type_ids}
+
+
+
+def mask_tokens(input_ids, keys, seed, split, cfg):
+    """Choose mask_prob of each row's tokens (never [CLS], [SEP] or padding; at most max_predictions); of those
+    85% become the mask token and 15% stay, with no random tokens: the generator supplies those (release). Random
+    numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P),
+    padded with label -100. The release draws positions with replacement, so a few repeat; ours are distinct."""
+    B, T = input_ids.shape
+    P = cfg.max_predictions
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
+    real = (input_ids != 0).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
+    n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob))).astype(np.int64)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
+    chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
+    positions = np.where(chosen, order, 0)
+    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
+    replaced = np.where(uniform(seed, keys, P, 1) < 0.85, split["mask_id"], labels)
+    ids = input_ids.copy()
+    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+    ids[rows[chosen], positions[chosen]] = replaced[chosen]
+    return ids, positions, labels
+
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The order of the n instances in an epoch: a fresh permutation each epoch."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the example, not the
+    instance: every time an instance is fed it gets a fresh mask (the release masks inside the training graph)."""
+    n = len(data["input_ids"])
+    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
+    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
+    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic
+    uniform_tokens = data["normal"][(uniform(seed, ids, positions.shape[1], 5) * len(data["normal"])).astype(np.int64)]
+    return {"input_ids": torch.from_numpy(masked),
+            "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
+            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
+            # for evaluation only: the tokens a mask may choose, and uniformly random replacements of the masked ones
+            "content": torch.from_numpy(~np.isin(input_ids, data["never_masked"])),
+            "uniform_tokens": torch.from_numpy(uniform_tokens)}
+
+
+
+def sample_replacements(input_ids, positions, labels, logits):
+    """Put the generator's samples in place of the chosen tokens (Gumbel-max: argmax of logits + Gumbel noise is a
+    sample of softmax(logits), temperature 1). Returns the corrupted ids (B, T) and the discriminator's labels
+    (B, T): 1 only where the sample differs from the original, so a correct guess counts as original (§2)."""
+    with torch.no_grad():  # the samples are data for the discriminator: no gradient flows back through them (§2)
+        u = torch.rand(logits.shape, device=logits.device)
+        return replace_tokens(input_ids, positions, labels, (logits.float() - torch.log(-torch.log(u))).argmax(-1))
+
+
+
+def replace_tokens(input_ids, positions, labels, tokens):
+    """`tokens` (B, P) in place of the masked ones: the corrupted ids (B, T) and the labels (B, T), 1 = replaced."""
+    chosen = labels != -100
+    kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
+    fake = input_ids.scatter(1, positions, torch.where(chosen, tokens, kept))  # (B, T)
+    return fake, torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))
+
 
 
 def compute_loss(model, batch):
@@ -695,10 +429,12 @@ def compute_loss(model, batch):
     return mlm_loss + getattr(model, "module", model).cfg.disc_weight * rtd_loss, metrics  # DDP wraps the model
 
 
+
 def binary_entropy(p):
     """The sigmoid cross-entropy of always answering p: the best a discriminator that ignores its input can do."""
     p = p.clamp(1e-6, 1 - 1e-6)
     return -(p * p.log() + (1 - p) * (1 - p).log())
+
 
 
 def roc_auc(scores, positive, where):
@@ -712,7 +448,336 @@ def roc_auc(scores, positive, where):
     return ((ranks * pos).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (where.sum() - n_pos)).clamp(min=1)
 
 
-# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
+
+# --- tokenizer ---
+
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 0, as the release's vocabulary
+
+
+
+def _configure(tok):
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercased, accents stripped
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    return tok
+
+
+
+def train_tokenizer(docs, cfg):
+    """WordPiece: words split into the longest known pieces, continuations marked ## (§3.2)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
+    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False)
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the bert-base-uncased `vocab.txt`."""
+    from tokenizers import Tokenizer, models
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own exception type
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+    if (folder / "vocab.txt").exists():
+        tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
+        tok.add_special_tokens(SPECIALS)  # so that "[MASK]" in a text is one token, not "[", "mask", "]"
+        return tok
+    return None
+
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Print each token of --detect with the discriminator's probability that it was replaced (after training: a
+    fixed sentence with one word swapped)."""
+    text = args.detect if args.detect is not None else "return the value of the list , or none if the if is empty ."
+    tok, device = model.tokenizer, next(model.parameters()).device
+    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
+    with torch.no_grad():
+        probs = model.detect(ids)[0].float().sigmoid()  # (T,)
+    print(text)
+    print(f"{'token':>16} p(replaced)")
+    for i, p in zip(ids[0, 1:-1].tolist(), probs[1:-1].tolist()):
+        print(f"{tok.id_to_token(i):>16} {p:.3f}{'  replaced' if p > 0.5 else ''}")
+
+
+
+def report(metrics_path):
+    """The last evaluation's replaced token detection, side by side: plausible (generator) and easy (uniform) fakes."""
+    v = [r for r in map(json.loads, Path(metrics_path).read_text().splitlines()) if "val_auc" in r][-1]
+    print(f"discriminator at step {v['step']}, validation (means over batches):   generator samples   uniform random\n"
+          f"  ROC AUC, content tokens                                {v['val_auc']:>10.3f}   {v['val_auc_uniform']:>14.3f}\n"
+          f"  loss (the best constant guess)                 {v['val_rtd_loss']:>10.3f} ({v['val_const_loss']:.3f})\n"
+          f"  accuracy (answering 'original' everywhere)     {v['val_rtd_acc']:>10.2%} ({1 - v['val_replaced']:.2%})\n"
+          f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f}, {v['val_recall']:.2f}")
+
+
+
+# --- checkpoints: the Hugging Face layout ---
+
+
+# Hugging Face names -> ours, applied in order; TOWER is the generator or the discriminator
+HF_NAMES = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
+            "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
+            "embeddings_project": "TOWER.project", "encoder.layer.": "TOWER.blocks.",
+            "attention.output.dense": "attn.proj", "attention.output.LayerNorm": "ln1", "intermediate.dense": "mlp.fc",
+            "output.dense": "mlp.proj", "output.LayerNorm": "ln2",
+            "discriminator_predictions.dense_prediction": "rtd.out", "discriminator_predictions.dense": "rtd.dense",
+            "generator_predictions.dense": "mlm.dense", "generator_predictions.LayerNorm": "mlm.ln",
+            "generator_lm_head.bias": "head.bias"}
+
+
+
+# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in (part.strip() for part in spec.split(",")):
+            if not part:
+                continue  # "a.txt," is a.txt, never the current folder
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                for number, line in enumerate(raw.splitlines(), 1):
+                    try:
+                        texts += [str(json.loads(line)["text"])] if line.strip() else []
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
+    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
+    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    train = [d for i, d in enumerate(docs) if i not in val]
+    trained = {s for d in train for s in d}
+    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
+    if not any(held):
+        raise UserError("no validation text: every held-out sentence also occurs in a training document")
+    return {"train": train, "val": [d for d in held if d]}
+
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
+    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
+    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        print(f"tokenizing the corpus into {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for chunk in range(0, len(split_docs), 256):
+                    part = split_docs[chunk:chunk + 256]
+                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
+                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
+                        # a token belongs to the last sentence that starts at or before its end offset, so the space
+                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
+                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
+                        bounds.append((len(sents), len(sents) + len(doc)))
+                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
+                        n += len(ids)
+                        if eod_id is not None:
+                            f.write(np.array([eod_id], dtype=dtype).tobytes())
+                            n += 1
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+
+class HFConfig(dict):
+    """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
+
+    def __init__(self, path, values):
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, key):
+        raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
+
+
+
+def read_pretrained(path, model_type):
+    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
+    path = Path(path)
+    try:
+        hf = HFConfig(path, json.loads((path / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
+        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
+    if hf.get("model_type") != model_type:
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
+    try:
+        if (path / "model.safetensors").exists():
+            from safetensors.torch import load_file
+            sd = load_file(str(path / "model.safetensors"))
+        elif (path / "pytorch_model.bin").exists():
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    return hf, sd
+
+
+
+def load_weights(model, sd, path, optional=()):
+    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
+    initialisation and are listed in a warning, any other mismatch is an error."""
+    own = model.state_dict()
+    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
+    missing = [k for k in tensors if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if unexpected or wrong or any(not k.startswith(optional) for k in missing):
+        raise UserError(f"--from-pretrained {path}: weights do not match the config "
+                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+    model.load_state_dict(sd, strict=False)
+    if missing:
+        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
+        print(f"warning: {path} has no {', '.join(parts)}: "
+              "freshly initialised", file=sys.stderr)
+
 
 
 def setup_runtime(args):
@@ -742,6 +807,7 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
+
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -751,12 +817,14 @@ def configure_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
+
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
 
 
 @torch.no_grad()
@@ -778,6 +846,7 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
+
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -786,6 +855,7 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
+
 
 
 def load_checkpoint(path):
@@ -803,9 +873,11 @@ def load_checkpoint(path):
     return state
 
 
+
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+
 
 
 def take_lock(out):
@@ -834,6 +906,7 @@ def take_lock(out):
     return path
 
 
+
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -841,6 +914,7 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
+
 
 
 def process_alive(pid):
@@ -853,9 +927,11 @@ def process_alive(pid):
     return True
 
 
+
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
 
 
 def peak_flops(device):
@@ -864,6 +940,7 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
 
 
 def overrides(args):
@@ -875,6 +952,7 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
+
 
 
 def train(args):
@@ -1036,6 +1114,7 @@ def train(args):
     return raw.eval()
 
 
+
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -1050,6 +1129,7 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
+
 
 
 def build_parser():
@@ -1073,6 +1153,7 @@ def build_parser():
     return p
 
 
+
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -1086,36 +1167,6 @@ def run(main, argv):
               else "interrupted before the first checkpoint was written", file=sys.stderr)
         return 130
 
-
-# --- demo ---
-
-
-def demo(model, args):
-    """Print each token of --detect with the discriminator's probability that it was replaced (after training: a
-    fixed sentence with one word swapped)."""
-    text = args.detect if args.detect is not None else "return the value of the list , or none if the if is empty ."
-    tok, device = model.tokenizer, next(model.parameters()).device
-    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
-    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
-    with torch.no_grad():
-        probs = model.detect(ids)[0].float().sigmoid()  # (T,)
-    print(text)
-    print(f"{'token':>16} p(replaced)")
-    for i, p in zip(ids[0, 1:-1].tolist(), probs[1:-1].tolist()):
-        print(f"{tok.id_to_token(i):>16} {p:.3f}{'  replaced' if p > 0.5 else ''}")
-
-
-def report(metrics_path):
-    """The last evaluation's replaced token detection, side by side: plausible (generator) and easy (uniform) fakes."""
-    v = [r for r in map(json.loads, Path(metrics_path).read_text().splitlines()) if "val_auc" in r][-1]
-    print(f"discriminator at step {v['step']}, validation (means over batches):   generator samples   uniform random\n"
-          f"  ROC AUC, content tokens                                {v['val_auc']:>10.3f}   {v['val_auc_uniform']:>14.3f}\n"
-          f"  loss (the best constant guess)                 {v['val_rtd_loss']:>10.3f} ({v['val_const_loss']:.3f})\n"
-          f"  accuracy (answering 'original' everywhere)     {v['val_rtd_acc']:>10.2%} ({1 - v['val_replaced']:.2%})\n"
-          f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f}, {v['val_recall']:.2f}")
-
-
-# --- main ---
 
 
 def main(argv=None):
@@ -1136,6 +1187,7 @@ def main(argv=None):
             report(Path(args.out) / "metrics.jsonl")
         demo(model, args)
     return 0
+
 
 
 if __name__ == "__main__":

@@ -31,11 +31,8 @@ import torch.nn.functional as F
 
 import common
 
+
 # --- config ---
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
 
 
 @dataclass
@@ -68,6 +65,7 @@ class Config:
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
+
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
     "tiny": Config(vocab_size=4096, max_len=128, layers=2, hidden=128, heads=4, ffn=512, dropout=0.0, seq_len=128,
@@ -78,237 +76,6 @@ PRESETS = {
     "base": Config(),  # the paper: 116,534,784 parameters
 }
 
-# --- tokenizer ---
-
-# ours: <|endoftext|> ends each document in the token stream; it is in neither the paper nor its 40,478-token vocabulary
-SPECIALS = ["<unk>", "<|endoftext|>"]
-
-
-def _configure(tok):
-    from tokenizers import decoders, normalizers, pre_tokenizers
-
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # lowercased, §4.1
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation; the release used ftfy and spaCy
-    tok.decoder = decoders.BPEDecoder(suffix="</w>")
-    return tok
-
-
-def train_tokenizer(docs, cfg):
-    """BPE with an end-of-word marker, as the release's vocabulary (`vocab.json` + `merges.txt`)."""
-    from tokenizers import Tokenizer, models, trainers
-
-    tok = _configure(Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>")))
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, end_of_word_suffix="</w>",
-                                  show_progress=False)
-    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
-    return tok
-
-
-def load_tokenizer(folder):
-    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the openai-gpt `vocab.json` + `merges.txt`."""
-    from tokenizers import Tokenizer, models
-
-    folder = Path(folder)
-    if (folder / "tokenizer.json").exists():
-        try:
-            return Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
-    if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
-        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<unk>",
-                                   end_of_word_suffix="</w>")
-        return _configure(Tokenizer(bpe))
-    return None
-
-
-def get_tokenizer(out, docs, cfg):
-    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
-    path = Path(out) / "tokenizer.json"
-    if path.exists():
-        return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
-    return tok
-
-
-# --- data ---
-
-
-def split_sentences(text):
-    """Sentences of a line of prose: split after . ! ? followed by white space."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
-
-def default_corpus():
-    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
-
-    One document per topic and per module; paragraphs are unwrapped and split into sentences.
-    """
-    from pydoc_data.topics import topics
-
-    texts = [topics[k] for k in sorted(topics)]
-    stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    for f in files:
-        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
-            continue
-        try:
-            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
-        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
-    docs = []
-    for text in texts:
-        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
-        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
-                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
-        doc = [s for p in paragraphs for s in split_sentences(p)]
-        if doc:
-            docs.append(doc)
-    return docs
-
-
-def read_corpus(spec):
-    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
-    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
-    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
-    if spec is None:
-        return default_corpus()
-    if spec.startswith("hf:"):
-        try:
-            import datasets
-        except ImportError:
-            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
-        name, _, config = spec[3:].partition(":")
-        try:
-            rows = datasets.load_dataset(name, config or None, split="train")
-        except Exception as e:
-            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
-        texts = (row["text"] for row in rows)
-    else:
-        files = []
-        for part in (part.strip() for part in spec.split(",")):
-            if not part:
-                continue  # "a.txt," is a.txt, never the current folder
-            p = Path(part)
-            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
-            if not matches:
-                raise UserError(f"--data: no such file, folder or glob: {part}")
-            for m in map(Path, matches):
-                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
-        texts = []
-        for f in files:
-            try:
-                raw = f.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
-            if f.suffix == ".jsonl":
-                for number, line in enumerate(raw.splitlines(), 1):
-                    try:
-                        texts += [str(json.loads(line)["text"])] if line.strip() else []
-                    except (ValueError, KeyError, TypeError):
-                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
-            else:
-                texts += re.split(r"\n\s*\n", raw)
-    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
-    if not docs:
-        raise UserError(f"--data: no text found in {spec}")
-    return docs
-
-
-def split_documents(docs):
-    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
-    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
-    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
-    if len(docs) < 2:
-        raise UserError("the corpus is a single document; separate documents with a blank line")
-    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
-    train = [d for i, d in enumerate(docs) if i not in val]
-    trained = {s for d in train for s in d}
-    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
-    if not any(held):
-        raise UserError("no validation text: every held-out sentence also occurs in a training document")
-    return {"train": train, "val": [d for d in held if d]}
-
-
-def cache_tokens(docs, tokenizer, folder, eod_id=None):
-    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
-
-    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
-    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
-    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
-    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
-    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
-    """
-    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
-    folder = Path(folder) / key
-    if not (folder / "done").exists():
-        print(f"tokenizing the corpus into {folder}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
-        for split, split_docs in split_documents(docs).items():
-            sents, bounds, n = [], [], 0
-            with open(folder / f"{split}.tokens", "wb") as f:
-                for chunk in range(0, len(split_docs), 256):
-                    part = split_docs[chunk:chunk + 256]
-                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
-                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
-                        ids = np.array(enc.ids, dtype=dtype)
-                        f.write(ids.tobytes())
-                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
-                        # a token belongs to the last sentence that starts at or before its end offset, so the space
-                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
-                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
-                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
-                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
-                        bounds.append((len(sents), len(sents) + len(doc)))
-                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
-                        n += len(ids)
-                        if eod_id is not None:
-                            f.write(np.array([eod_id], dtype=dtype).tobytes())
-                            n += 1
-            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
-            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
-        (folder / "dtype").write_text(np.dtype(dtype).name)
-        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
-    dtype = np.dtype((folder / "dtype").read_text())
-    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
-                    "sentences": np.load(folder / f"{split}.sentences.npy"),
-                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
-
-
-def uniform(seed, keys, n, stream):
-    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
-    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
-    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
-         + np.uint64(0x9E3779B97F4A7C15))
-    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
-    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
-
-
-def load_data(docs, tokenizer, out, cfg):
-    """GPT-1 reads a plain token stream in which documents end with <|endoftext|>."""
-    data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
-    for split in data.values():
-        if len(split["tokens"]) <= cfg.seq_len + 1:
-            raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, "
-                            f"a window needs {cfg.seq_len + 2}")
-    return data
-
-
-def get_batch(data, ids, seed, cfg):
-    """Example `i` is a window of seq_len + 1 tokens at a random start drawn from (seed, i): a batch depends only
-    on which examples it holds, so resuming, accumulating and DDP all see the same data."""
-    tokens, T = data["tokens"], cfg.seq_len
-    starts = (uniform(seed, ids, 1, 0)[:, 0] * (len(tokens) - T - 1)).astype(np.int64)  # (B,)
-    window = torch.from_numpy(tokens[starts[:, None] + np.arange(T + 1)].astype(np.int64))  # (B, T+1)
-    return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets are the inputs shifted by one (bug 10)
 
 
 # --- model ---
@@ -327,6 +94,7 @@ class Embeddings(nn.Module):
         if token_type_ids is not None:  # fine-tuning delimiters are embedded with the token table, §3.3
             x = x + self.tokens(token_type_ids)
         return self.drop(x)  # summed, no LayerNorm; the release drops entries of the matrices instead (README)
+
 
 
 class Model(nn.Module):
@@ -406,6 +174,283 @@ class Model(nn.Module):
         return model
 
 
+
+# --- objective ---
+
+
+def load_data(docs, tokenizer, out, cfg):
+    """GPT-1 reads a plain token stream in which documents end with <|endoftext|>."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
+    for split in data.values():
+        if len(split["tokens"]) <= cfg.seq_len + 1:
+            raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, "
+                            f"a window needs {cfg.seq_len + 2}")
+    return data
+
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is a window of seq_len + 1 tokens at a random start drawn from (seed, i): a batch depends only
+    on which examples it holds, so resuming, accumulating and DDP all see the same data."""
+    tokens, T = data["tokens"], cfg.seq_len
+    starts = (uniform(seed, ids, 1, 0)[:, 0] * (len(tokens) - T - 1)).astype(np.int64)  # (B,)
+    window = torch.from_numpy(tokens[starts[:, None] + np.arange(T + 1)].astype(np.int64))  # (B, T+1)
+    return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets are the inputs shifted by one (bug 10)
+
+
+
+def compute_loss(model, batch):
+    """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics to log."""
+    _, loss = model(batch["input_ids"], batch["targets"])  # every position is a prediction: no mask, no padding
+    return loss, {}
+
+
+
+# --- tokenizer ---
+
+
+# ours: <|endoftext|> ends each document in the token stream; it is in neither the paper nor its 40,478-token vocabulary
+SPECIALS = ["<unk>", "<|endoftext|>"]
+
+
+
+def _configure(tok):
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # lowercased, §4.1
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation; the release used ftfy and spaCy
+    tok.decoder = decoders.BPEDecoder(suffix="</w>")
+    return tok
+
+
+
+def train_tokenizer(docs, cfg):
+    """BPE with an end-of-word marker, as the release's vocabulary (`vocab.json` + `merges.txt`)."""
+    from tokenizers import Tokenizer, models, trainers
+
+    tok = _configure(Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>")))
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, end_of_word_suffix="</w>",
+                                  show_progress=False)
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the openai-gpt `vocab.json` + `merges.txt`."""
+    from tokenizers import Tokenizer, models
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own exception type
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+    if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<unk>",
+                                   end_of_word_suffix="</w>")
+        return _configure(Tokenizer(bpe))
+    return None
+
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Continue --sample (after training: a fixed prompt) by top-k sampling, reproducible with --seed."""
+    prompt = args.sample if args.sample is not None else "the python interpreter"
+    device = next(model.parameters()).device
+    ids = model.tokenizer.encode(prompt).ids or [model.tokenizer.token_to_id("<|endoftext|>")]
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    out = model.generate(torch.tensor([ids], device=device), args.max_new_tokens, args.temperature, args.top_k, generator)
+    print("sample: " + model.tokenizer.decode(out[0].tolist()))
+
+
+
+# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in (part.strip() for part in spec.split(",")):
+            if not part:
+                continue  # "a.txt," is a.txt, never the current folder
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                for number, line in enumerate(raw.splitlines(), 1):
+                    try:
+                        texts += [str(json.loads(line)["text"])] if line.strip() else []
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
+    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
+    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    train = [d for i, d in enumerate(docs) if i not in val]
+    trained = {s for d in train for s in d}
+    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
+    if not any(held):
+        raise UserError("no validation text: every held-out sentence also occurs in a training document")
+    return {"train": train, "val": [d for d in held if d]}
+
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
+    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
+    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        print(f"tokenizing the corpus into {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for chunk in range(0, len(split_docs), 256):
+                    part = split_docs[chunk:chunk + 256]
+                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
+                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
+                        # a token belongs to the last sentence that starts at or before its end offset, so the space
+                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
+                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
+                        bounds.append((len(sents), len(sents) + len(doc)))
+                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
+                        n += len(ids)
+                        if eod_id is not None:
+                            f.write(np.array([eod_id], dtype=dtype).tobytes())
+                            n += 1
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+
 class HFConfig(dict):
     """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
 
@@ -415,6 +460,7 @@ class HFConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
+
 
 
 def read_pretrained(path, model_type):
@@ -442,6 +488,7 @@ def read_pretrained(path, model_type):
     return hf, sd
 
 
+
 def load_weights(model, sd, path, optional=()):
     """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
     initialisation and are listed in a warning, any other mismatch is an error."""
@@ -459,17 +506,6 @@ def load_weights(model, sd, path, optional=()):
         print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
-
-# --- objective ---
-
-
-def compute_loss(model, batch):
-    """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics to log."""
-    _, loss = model(batch["input_ids"], batch["targets"])  # every position is a prediction: no mask, no padding
-    return loss, {}
-
-
-# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
 
 
 def setup_runtime(args):
@@ -499,6 +535,7 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
+
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -508,12 +545,14 @@ def configure_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
+
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
 
 
 @torch.no_grad()
@@ -535,6 +574,7 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
+
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -543,6 +583,7 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
+
 
 
 def load_checkpoint(path):
@@ -560,9 +601,11 @@ def load_checkpoint(path):
     return state
 
 
+
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+
 
 
 def take_lock(out):
@@ -591,6 +634,7 @@ def take_lock(out):
     return path
 
 
+
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -598,6 +642,7 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
+
 
 
 def process_alive(pid):
@@ -610,9 +655,11 @@ def process_alive(pid):
     return True
 
 
+
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
 
 
 def peak_flops(device):
@@ -621,6 +668,7 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
 
 
 def overrides(args):
@@ -632,6 +680,7 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
+
 
 
 def train(args):
@@ -793,6 +842,7 @@ def train(args):
     return raw.eval()
 
 
+
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -807,6 +857,7 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
+
 
 
 def build_parser():
@@ -830,6 +881,7 @@ def build_parser():
     return p
 
 
+
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -843,21 +895,6 @@ def run(main, argv):
               else "interrupted before the first checkpoint was written", file=sys.stderr)
         return 130
 
-
-# --- demo ---
-
-
-def demo(model, args):
-    """Continue --sample (after training: a fixed prompt) by top-k sampling, reproducible with --seed."""
-    prompt = args.sample if args.sample is not None else "the python interpreter"
-    device = next(model.parameters()).device
-    ids = model.tokenizer.encode(prompt).ids or [model.tokenizer.token_to_id("<|endoftext|>")]
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    out = model.generate(torch.tensor([ids], device=device), args.max_new_tokens, args.temperature, args.top_k, generator)
-    print("sample: " + model.tokenizer.decode(out[0].tolist()))
-
-
-# --- main ---
 
 
 def main(argv=None):
@@ -881,6 +918,7 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         demo(model, args)
     return 0
+
 
 
 if __name__ == "__main__":

@@ -34,11 +34,8 @@ import torch.nn.functional as F
 
 import common
 
+
 # --- config ---
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
 
 
 @dataclass
@@ -75,9 +72,11 @@ class Config:
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
+
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer (Turc et al., 2019)."""
     return Config(layers=layers, hidden=hidden, heads=hidden // 64, ffn=4 * hidden, **kw)
+
 
 
 PRESETS = {
@@ -92,292 +91,6 @@ PRESETS = {
     "large": _sized(24, 1024, lr=4e-4, warmup=30_000),  # 355,412,057; Table 9
 }
 
-# --- tokenizer ---
-
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # <s> = 0, <pad> = 1, </s> = 2, as the release's vocabulary
-
-
-def _configure(tok):
-    from tokenizers import decoders, pre_tokenizers
-
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # bytes, not characters: no unknown input
-    tok.decoder = decoders.ByteLevel()
-    return tok
-
-
-def train_tokenizer(docs, cfg):
-    """Byte-level BPE (§4.4): merges learned over the 256 byte values, so any text can be encoded."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = _configure(Tokenizer(models.BPE()))
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
-    return tok
-
-
-def load_tokenizer(folder):
-    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the roberta-base `vocab.json` + `merges.txt`."""
-    from tokenizers import Tokenizer, models
-
-    folder = Path(folder)
-    if (folder / "tokenizer.json").exists():
-        try:
-            return Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
-    if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
-        tok = _configure(Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))))
-        tok.add_special_tokens(SPECIALS)  # so that "<mask>" in a text is one token
-        return tok
-    return None
-
-
-def get_tokenizer(out, docs, cfg):
-    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
-    path = Path(out) / "tokenizer.json"
-    if path.exists():
-        return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
-    tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
-    return tok
-
-
-# --- data ---
-
-
-def split_sentences(text):
-    """Sentences of a line of prose: split after . ! ? followed by white space."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
-
-def default_corpus():
-    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
-
-    One document per topic and per module; paragraphs are unwrapped and split into sentences.
-    """
-    from pydoc_data.topics import topics
-
-    texts = [topics[k] for k in sorted(topics)]
-    stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    for f in files:
-        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
-            continue
-        try:
-            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, ValueError):
-            continue
-        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
-        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
-    docs = []
-    for text in texts:
-        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
-        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
-                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
-        doc = [s for p in paragraphs for s in split_sentences(p)]
-        if doc:
-            docs.append(doc)
-    return docs
-
-
-def read_corpus(spec):
-    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
-    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
-    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
-    if spec is None:
-        return default_corpus()
-    if spec.startswith("hf:"):
-        try:
-            import datasets
-        except ImportError:
-            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
-        name, _, config = spec[3:].partition(":")
-        try:
-            rows = datasets.load_dataset(name, config or None, split="train")
-        except Exception as e:
-            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
-        texts = (row["text"] for row in rows)
-    else:
-        files = []
-        for part in (part.strip() for part in spec.split(",")):
-            if not part:
-                continue  # "a.txt," is a.txt, never the current folder
-            p = Path(part)
-            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
-            if not matches:
-                raise UserError(f"--data: no such file, folder or glob: {part}")
-            for m in map(Path, matches):
-                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
-        texts = []
-        for f in files:
-            try:
-                raw = f.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
-            if f.suffix == ".jsonl":
-                for number, line in enumerate(raw.splitlines(), 1):
-                    try:
-                        texts += [str(json.loads(line)["text"])] if line.strip() else []
-                    except (ValueError, KeyError, TypeError):
-                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
-            else:
-                texts += re.split(r"\n\s*\n", raw)
-    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
-    if not docs:
-        raise UserError(f"--data: no text found in {spec}")
-    return docs
-
-
-def split_documents(docs):
-    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
-    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
-    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
-    if len(docs) < 2:
-        raise UserError("the corpus is a single document; separate documents with a blank line")
-    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
-    train = [d for i, d in enumerate(docs) if i not in val]
-    trained = {s for d in train for s in d}
-    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
-    if not any(held):
-        raise UserError("no validation text: every held-out sentence also occurs in a training document")
-    return {"train": train, "val": [d for d in held if d]}
-
-
-def cache_tokens(docs, tokenizer, folder, eod_id=None):
-    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
-
-    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
-    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
-    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
-    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
-    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
-    """
-    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
-    folder = Path(folder) / key
-    if not (folder / "done").exists():
-        print(f"tokenizing the corpus into {folder}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
-        for split, split_docs in split_documents(docs).items():
-            sents, bounds, n = [], [], 0
-            with open(folder / f"{split}.tokens", "wb") as f:
-                for chunk in range(0, len(split_docs), 256):
-                    part = split_docs[chunk:chunk + 256]
-                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
-                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
-                        ids = np.array(enc.ids, dtype=dtype)
-                        f.write(ids.tobytes())
-                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
-                        # a token belongs to the last sentence that starts at or before its end offset, so the space
-                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
-                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
-                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
-                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
-                        bounds.append((len(sents), len(sents) + len(doc)))
-                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
-                        n += len(ids)
-                        if eod_id is not None:
-                            f.write(np.array([eod_id], dtype=dtype).tobytes())
-                            n += 1
-            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
-            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
-        (folder / "dtype").write_text(np.dtype(dtype).name)
-        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
-    dtype = np.dtype((folder / "dtype").read_text())
-    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
-                    "sentences": np.load(folder / f"{split}.sentences.npy"),
-                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
-
-
-def uniform(seed, keys, n, stream):
-    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
-    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
-    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
-         + np.uint64(0x9E3779B97F4A7C15))
-    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
-    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
-
-
-def load_data(docs, tokenizer, out, cfg):
-    """FULL-SENTENCES sequences, packed once (§4.2); no sentence pairs, no NSP labels."""
-    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
-    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
-    for split in data.values():
-        split.update(make_instances(split, cfg, specials[0], specials[2]))  # <s>, </s>: FULL-SENTENCES, §4.2
-        split["special"], split["mask_id"] = np.array(specials), specials[4]
-        split["never_masked"] = np.array(specials[:3])  # <s>, <pad>, </s>; <unk> may be (fairseq masks <s>, </s> too)
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
-        if not len(split["input_ids"]):
-            raise UserError("the corpus is too small: a split made no sequences")
-    return data
-
-
-def make_instances(split, cfg, bos_id, eos_id):
-    """FULL-SENTENCES (§4.2): sentences packed in order into sequences of up to seq_len tokens, <s> ... </s>;
-    a sequence may cross a document boundary, marked by an extra </s>. A sentence longer than a sequence goes on
-    in the next one, as fairseq's blocks keep it."""
-    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
-    longest = cfg.seq_len - 2  # room for <s> and </s>
-    last_of_doc = set((docs[:, 1] - 1).tolist())
-    rows, row = [], []
-    for k, (start, end) in enumerate(sents):
-        sentence = tokens[start:end].astype(np.int64).tolist()
-        for piece in (sentence[i:i + longest] for i in range(0, len(sentence), longest)):
-            if len(row) + len(piece) > longest:
-                rows.append(row)
-                row = []
-            row += piece
-        if k in last_of_doc and len(row) < longest:
-            row.append(eos_id)  # the document boundary
-    rows += [row] if row else []
-    input_ids = np.ones((len(rows), cfg.seq_len), np.int32)  # padded with <pad> = 1
-    for i, r in enumerate(rows):
-        input_ids[i, :len(r) + 2] = [bos_id, *r, eos_id]
-    return {"input_ids": input_ids}
-
-
-def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's tokens (never <s>, </s> or padding; at most max_predictions); of those
-    80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
-    by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
-    B, T = input_ids.shape
-    P = cfg.max_predictions
-    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
-    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
-    chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
-    positions = np.where(chosen, order, 0)
-    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
-    u = uniform(seed, keys, P, 1)
-    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
-    replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
-    ids = input_ids.copy()
-    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
-    ids[rows[chosen], positions[chosen]] = replaced[chosen]
-    return ids, positions, labels
-
-
-@functools.lru_cache(maxsize=2)
-def epoch_order(n, seed, epoch):
-    """The order of the n instances in an epoch: a fresh permutation each epoch."""
-    return np.random.default_rng((seed, epoch)).permutation(n)
-
-
-def get_batch(data, ids, seed, cfg):
-    """Example `i` is sequence epoch_order[i % n] of epoch i // n. Its mask is keyed by the example, not the
-    sequence: every time a sequence is fed it gets a fresh mask (DYNAMIC, §4.1)."""
-    n = len(data["input_ids"])
-    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
-    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
-    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic, §4.1
-    return {"input_ids": torch.from_numpy(masked), "attention_mask": torch.from_numpy((input_ids != 1).astype(np.int64)),
-            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
 
 
 # --- model ---
@@ -397,6 +110,7 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids) + self.positions(torch.cumsum(real, dim=1) * real + 1)
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+
 
 
 class Model(nn.Module):
@@ -476,6 +190,352 @@ class Model(nn.Module):
         return model
 
 
+
+# --- objective ---
+
+
+def load_data(docs, tokenizer, out, cfg):
+    """FULL-SENTENCES sequences, packed once (§4.2); no sentence pairs, no NSP labels."""
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
+    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    for split in data.values():
+        split.update(make_instances(split, cfg, specials[0], specials[2]))  # <s>, </s>: FULL-SENTENCES, §4.2
+        split["special"], split["mask_id"] = np.array(specials), specials[4]
+        split["never_masked"] = np.array(specials[:3])  # <s>, <pad>, </s>; <unk> may be (fairseq masks <s>, </s> too)
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        if not len(split["input_ids"]):
+            raise UserError("the corpus is too small: a split made no sequences")
+    return data
+
+
+
+def make_instances(split, cfg, bos_id, eos_id):
+    """FULL-SENTENCES (§4.2): sentences packed in order into sequences of up to seq_len tokens, <s> ... </s>;
+    a sequence may cross a document boundary, marked by an extra </s>. A sentence longer than a sequence goes on
+    in the next one, as fairseq's blocks keep it."""
+    tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
+    longest = cfg.seq_len - 2  # room for <s> and </s>
+    last_of_doc = set((docs[:, 1] - 1).tolist())
+    rows, row = [], []
+    for k, (start, end) in enumerate(sents):
+        sentence = tokens[start:end].astype(np.int64).tolist()
+        for piece in (sentence[i:i + longest] for i in range(0, len(sentence), longest)):
+            if len(row) + len(piece) > longest:
+                rows.append(row)
+                row = []
+            row += piece
+        if k in last_of_doc and len(row) < longest:
+            row.append(eos_id)  # the document boundary
+    rows += [row] if row else []
+    input_ids = np.ones((len(rows), cfg.seq_len), np.int32)  # padded with <pad> = 1
+    for i, r in enumerate(rows):
+        input_ids[i, :len(r) + 2] = [bos_id, *r, eos_id]
+    return {"input_ids": input_ids}
+
+
+
+def mask_tokens(input_ids, keys, seed, split, cfg):
+    """Choose 15% of each row's tokens (never <s>, </s> or padding; at most max_predictions); of those
+    80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
+    by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
+    B, T = input_ids.shape
+    P = cfg.max_predictions
+    candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
+    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
+    chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
+    positions = np.where(chosen, order, 0)
+    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
+    u = uniform(seed, keys, P, 1)
+    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
+    ids = input_ids.copy()
+    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+    ids[rows[chosen], positions[chosen]] = replaced[chosen]
+    return ids, positions, labels
+
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n, seed, epoch):
+    """The order of the n instances in an epoch: a fresh permutation each epoch."""
+    return np.random.default_rng((seed, epoch)).permutation(n)
+
+
+
+def get_batch(data, ids, seed, cfg):
+    """Example `i` is sequence epoch_order[i % n] of epoch i // n. Its mask is keyed by the example, not the
+    sequence: every time a sequence is fed it gets a fresh mask (DYNAMIC, §4.1)."""
+    n = len(data["input_ids"])
+    instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
+    input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
+    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic, §4.1
+    return {"input_ids": torch.from_numpy(masked), "attention_mask": torch.from_numpy((input_ids != 1).astype(np.int64)),
+            "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
+
+
+
+def compute_loss(model, batch):
+    """Masked LM cross-entropy over the chosen positions; no NSP term (§4.2). Returns the loss and metrics."""
+    labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
+    mlm_logits = model(batch["input_ids"], batch["attention_mask"], None, batch["mlm_positions"])  # (B, P, V); one segment
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
+    chosen = labels != -100
+    return mlm_loss, {"mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum()}
+
+
+
+# --- tokenizer ---
+
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # <s> = 0, <pad> = 1, </s> = 2, as the release's vocabulary
+
+
+
+def _configure(tok):
+    from tokenizers import decoders, pre_tokenizers
+
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # bytes, not characters: no unknown input
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+
+def train_tokenizer(docs, cfg):
+    """Byte-level BPE (§4.4): merges learned over the 256 byte values, so any text can be encoded."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = _configure(Tokenizer(models.BPE()))
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator((s for doc in docs for s in doc), trainer)
+    return tok
+
+
+
+def load_tokenizer(folder):
+    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the roberta-base `vocab.json` + `merges.txt`."""
+    from tokenizers import Tokenizer, models
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        try:
+            return Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the tokenizers library raises its own exception type
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+    if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        tok = _configure(Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))))
+        tok.add_special_tokens(SPECIALS)  # so that "<mask>" in a text is one token
+        return tok
+    return None
+
+
+
+# --- demo ---
+
+
+def demo(model, args):
+    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
+    text = args.fill if args.fill is not None else "The <mask> statement raises an exception."
+    tok, device = model.tokenizer, next(model.parameters()).device
+    ids = [tok.token_to_id("<s>"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("</s>")]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
+    positions = (ids[0] == tok.token_to_id("<mask>")).nonzero().T  # (1, masks)
+    if not positions.numel():
+        raise UserError("--fill: the text has no <mask>")
+    with torch.no_grad():
+        logits = model(ids, positions=positions)
+    print(text)
+    probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
+    for n in range(len(top)):
+        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
+        print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
+
+
+
+# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
+
+
+class UserError(Exception):
+    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
+
+
+
+def get_tokenizer(out, docs, cfg):
+    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+    path = Path(out) / "tokenizer.json"
+    if path.exists():
+        return load_tokenizer(out)
+    tok = train_tokenizer(docs, cfg)
+    tmp = path.with_suffix(".tmp")
+    tok.save(str(tmp))
+    os.replace(tmp, path)
+    return tok
+
+
+
+def split_sentences(text):
+    """Sentences of a line of prose: split after . ! ? followed by white space."""
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+
+def default_corpus():
+    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
+
+    One document per topic and per module; paragraphs are unwrapped and split into sentences.
+    """
+    from pydoc_data.topics import topics
+
+    texts = [topics[k] for k in sorted(topics)]
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    for f in files:
+        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
+            continue
+        try:
+            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
+    docs = []
+    for text in texts:
+        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
+        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
+                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
+        doc = [s for p in paragraphs for s in split_sentences(p)]
+        if doc:
+            docs.append(doc)
+    return docs
+
+
+
+def read_corpus(spec):
+    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
+    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    if spec is None:
+        return default_corpus()
+    if spec.startswith("hf:"):
+        try:
+            import datasets
+        except ImportError:
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+        name, _, config = spec[3:].partition(":")
+        try:
+            rows = datasets.load_dataset(name, config or None, split="train")
+        except Exception as e:
+            raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
+        texts = (row["text"] for row in rows)
+    else:
+        files = []
+        for part in (part.strip() for part in spec.split(",")):
+            if not part:
+                continue  # "a.txt," is a.txt, never the current folder
+            p = Path(part)
+            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+            if not matches:
+                raise UserError(f"--data: no such file, folder or glob: {part}")
+            for m in map(Path, matches):
+                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        texts = []
+        for f in files:
+            try:
+                raw = f.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
+            if f.suffix == ".jsonl":
+                for number, line in enumerate(raw.splitlines(), 1):
+                    try:
+                        texts += [str(json.loads(line)["text"])] if line.strip() else []
+                    except (ValueError, KeyError, TypeError):
+                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
+            else:
+                texts += re.split(r"\n\s*\n", raw)
+    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
+    if not docs:
+        raise UserError(f"--data: no text found in {spec}")
+    return docs
+
+
+
+def split_documents(docs):
+    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
+    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
+    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
+    if len(docs) < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line")
+    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
+    train = [d for i, d in enumerate(docs) if i not in val]
+    trained = {s for d in train for s in d}
+    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
+    if not any(held):
+        raise UserError("no validation text: every held-out sentence also occurs in a training document")
+    return {"train": train, "val": [d for d in held if d]}
+
+
+
+def cache_tokens(docs, tokenizer, folder, eod_id=None):
+    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+
+    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
+    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
+    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
+    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
+    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
+    """
+    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
+    folder = Path(folder) / key
+    if not (folder / "done").exists():
+        print(f"tokenizing the corpus into {folder}", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+        for split, split_docs in split_documents(docs).items():
+            sents, bounds, n = [], [], 0
+            with open(folder / f"{split}.tokens", "wb") as f:
+                for chunk in range(0, len(split_docs), 256):
+                    part = split_docs[chunk:chunk + 256]
+                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
+                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
+                        ids = np.array(enc.ids, dtype=dtype)
+                        f.write(ids.tobytes())
+                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
+                        # a token belongs to the last sentence that starts at or before its end offset, so the space
+                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
+                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
+                        bounds.append((len(sents), len(sents) + len(doc)))
+                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
+                        n += len(ids)
+                        if eod_id is not None:
+                            f.write(np.array([eod_id], dtype=dtype).tobytes())
+                            n += 1
+            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
+            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
+        (folder / "dtype").write_text(np.dtype(dtype).name)
+        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
+    dtype = np.dtype((folder / "dtype").read_text())
+    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
+                    "sentences": np.load(folder / f"{split}.sentences.npy"),
+                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+
+
+
+def uniform(seed, keys, n, stream):
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
+    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+         + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
+         + np.uint64(0x9E3779B97F4A7C15))
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
+    return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
+
+
+
 class HFConfig(dict):
     """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
 
@@ -485,6 +545,7 @@ class HFConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
+
 
 
 def read_pretrained(path, model_type):
@@ -512,6 +573,7 @@ def read_pretrained(path, model_type):
     return hf, sd
 
 
+
 def load_weights(model, sd, path, optional=()):
     """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
     initialisation and are listed in a warning, any other mismatch is an error."""
@@ -529,20 +591,6 @@ def load_weights(model, sd, path, optional=()):
         print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
-
-# --- objective ---
-
-
-def compute_loss(model, batch):
-    """Masked LM cross-entropy over the chosen positions; no NSP term (§4.2). Returns the loss and metrics."""
-    labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
-    mlm_logits = model(batch["input_ids"], batch["attention_mask"], None, batch["mlm_positions"])  # (B, P, V); one segment
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
-    chosen = labels != -100
-    return mlm_loss, {"mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum()}
-
-
-# --- training --- (shared plumbing: identical in every paper script, checked by tests/test_shared_code.py)
 
 
 def setup_runtime(args):
@@ -572,6 +620,7 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
+
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -581,12 +630,14 @@ def configure_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
+
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+
 
 
 @torch.no_grad()
@@ -608,6 +659,7 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
+
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -616,6 +668,7 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
+
 
 
 def load_checkpoint(path):
@@ -633,9 +686,11 @@ def load_checkpoint(path):
     return state
 
 
+
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
+
 
 
 def take_lock(out):
@@ -664,6 +719,7 @@ def take_lock(out):
     return path
 
 
+
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -671,6 +727,7 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
+
 
 
 def process_alive(pid):
@@ -683,9 +740,11 @@ def process_alive(pid):
     return True
 
 
+
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
 
 
 def peak_flops(device):
@@ -694,6 +753,7 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+
 
 
 def overrides(args):
@@ -705,6 +765,7 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
+
 
 
 def train(args):
@@ -866,6 +927,7 @@ def train(args):
     return raw.eval()
 
 
+
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -880,6 +942,7 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
+
 
 
 def build_parser():
@@ -903,6 +966,7 @@ def build_parser():
     return p
 
 
+
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -916,29 +980,6 @@ def run(main, argv):
               else "interrupted before the first checkpoint was written", file=sys.stderr)
         return 130
 
-
-# --- demo ---
-
-
-def demo(model, args):
-    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.fill if args.fill is not None else "The <mask> statement raises an exception."
-    tok, device = model.tokenizer, next(model.parameters()).device
-    ids = [tok.token_to_id("<s>"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("</s>")]
-    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
-    positions = (ids[0] == tok.token_to_id("<mask>")).nonzero().T  # (1, masks)
-    if not positions.numel():
-        raise UserError("--fill: the text has no <mask>")
-    with torch.no_grad():
-        logits = model(ids, positions=positions)
-    print(text)
-    probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
-    for n in range(len(top)):
-        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
-        print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
-
-
-# --- main ---
 
 
 def main(argv=None):
@@ -954,6 +995,7 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         demo(model, args)
     return 0
+
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""The shared plumbing is the same text in every paper script, so that a diff between two scripts shows only
-what the papers changed. `python tests/test_shared_code.py --fix` copies gpt.py's version into the others."""
+"""Every paper script ends with the same fenced block of plumbing (corpus, caches, runtime, training loop, CLI,
+main), so that a diff between two scripts shows only what the papers changed. This test reads the fence itself:
+whatever is defined below it in gpt.py must be defined, with the same text and in the same order, below it in every
+other script, except the definitions a paper really changes (EXCEPTIONS). `python tests/test_shared_code.py --fix`
+copies gpt.py's block into the others, keeping their exceptions."""
 
 import ast
 import sys
@@ -8,71 +11,113 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = [p for p in (ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta", "albert", "electra")) if p.exists()]
+SCRIPTS = [ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta", "albert", "electra")]
 CANONICAL = ROOT / "gpt.py"
-SHARED = [
-    "UserError", "get_tokenizer", "split_sentences", "default_corpus", "read_corpus", "split_documents", "cache_tokens",
-    "uniform", "HFConfig", "read_pretrained", "load_weights", "setup_runtime", "configure_optimizer", "get_lr",
-    "evaluate", "save_checkpoint", "load_checkpoint", "fingerprint", "take_lock", "release_lock", "process_alive",
-    "flops_per_token", "peak_flops", "overrides", "train", "load_model", "build_parser", "run",
-]
-EXCEPTIONS = {"albert": {"configure_optimizer"}}  # ALBERT trains with LAMB, not Adam
+FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====\n"
+EXCEPTIONS = {"albert": {"configure_optimizer"}}  # ALBERT trains with LAMB, not Adam (§4.1)
+SECTIONS = ["config", "model", "objective", "tokenizer", "demo", "checkpoints: the Hugging Face layout"]
 
 
-def definitions(path):
-    """Top-level function and class definitions of a script: name -> (first line, last line, source text)."""
-    text = path.read_text()
+def split_at_fence(text, name="script"):
+    """(the paper part, the fenced plumbing) of a script's text."""
+    if text.count(FENCE) != 1:
+        raise ValueError(f"{name} must hold the shared-plumbing fence exactly once")
+    paper, plumbing = text.split(FENCE)
+    return paper, plumbing
+
+
+def definitions(text):
+    """The top-level statements of the fenced block, in order: name -> source text (with the comment lines and the
+    decorators directly above it). A statement that is not a definition is named by its first line."""
     lines = text.splitlines(keepends=True)
     out = {}
     for node in ast.parse(text).body:
+        first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        while first > 1 and lines[first - 2].startswith("#"):
+            first -= 1
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            out[node.name] = (first, node.end_lineno, "".join(lines[first - 1:node.end_lineno]))
+            name = node.name
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+        else:
+            name = lines[node.lineno - 1].strip()
+        out[name] = "".join(lines[first - 1:node.end_lineno])
     return out
 
 
-def shared_names(script):
-    return [n for n in SHARED if n not in EXCEPTIONS.get(script.stem, ())]
+def problems(canonical_text, text, script):
+    """What differs between a script's fenced block and the canonical one, as readable lines."""
+    ours, theirs = definitions(split_at_fence(text, script)[1]), definitions(split_at_fence(canonical_text)[1])
+    allowed = EXCEPTIONS.get(script, set())
+    found = [f"{script}: the shared {n} is missing" for n in theirs if n not in ours]
+    found += [f"{script}: {n} is inside the fence but not in gpt.py's (add it there, then --fix)"
+              for n in ours if n not in theirs]
+    found += [f"{script}: {n} differs from gpt.py's (run python tests/test_shared_code.py --fix)"
+              for n in theirs if n in ours and n not in allowed and ours[n] != theirs[n]]
+    if not found and list(ours) != list(theirs):
+        found.append(f"{script}: the shared definitions are in another order than gpt.py's")
+    return found
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shared_plumbing_is_identical(script):
-    canonical, ours = definitions(CANONICAL), definitions(script)
-    for name in shared_names(script):
-        assert name in ours, f"{script.name} lacks the shared {name}"
-        assert ours[name][2] == canonical[name][2], f"{script.name}: {name} differs from gpt.py (run --fix)"
+    assert problems(CANONICAL.read_text(), script.read_text(), script.stem) == []
 
 
-def test_the_list_names_real_definitions():
-    assert set(SHARED) <= set(definitions(CANONICAL))
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_the_paper_comes_first_in_one_section_order(script):
+    paper, _ = split_at_fence(script.read_text())
+    headers = [line[len("# --- "):-len(" ---")] for line in paper.splitlines() if line.startswith("# --- ")]
+    assert headers == SECTIONS
+    model_line = next(i for i, line in enumerate(paper.splitlines(), 1) if line.startswith("class Model("))
+    assert model_line <= 150, f"{script.name}: Model starts at line {model_line}"
+
+
+def test_the_exceptions_are_real_differences():
+    canonical = definitions(split_at_fence(CANONICAL.read_text())[1])
+    for script, names in EXCEPTIONS.items():
+        ours = definitions(split_at_fence((ROOT / f"{script}.py").read_text())[1])
+        for name in names:
+            assert name in canonical and ours[name] != canonical[name], f"{script}.py: {name} needs no exception"
+
+
+def fixed(canonical_text, text, script):
+    """`text` with its fenced block replaced by the canonical one, its own exceptions kept."""
+    paper, plumbing = split_at_fence(text, script)
+    block, ours = split_at_fence(canonical_text)[1], definitions(plumbing)
+    for name, source in definitions(block).items():
+        if name in EXCEPTIONS.get(script, ()) and name in ours:
+            block = block.replace(source, ours[name])
+    return paper + FENCE + block
 
 
 def fix(canonical_path=CANONICAL, scripts=SCRIPTS):
-    """Replace each script's copy of the shared definitions by the canonical one."""
-    canonical = definitions(canonical_path)
+    canonical = canonical_path.read_text()
     for script in scripts:
-        if script == canonical_path:
-            continue
-        lines = script.read_text().splitlines(keepends=True)
-        ours = definitions(script)
-        for name in sorted(shared_names(script), key=lambda n: -ours.get(n, (0,))[0]):
-            if name in ours:
-                first, last, _ = ours[name]
-                lines[first - 1:last] = [canonical[name][2]]
-            else:
-                print(f"{script.name}: no {name} to replace; add it by hand")
-        script.write_text("".join(lines))
-        print(f"{script.name}: shared plumbing copied from {canonical_path.name}")
+        if script != canonical_path:
+            script.write_text(fixed(canonical, script.read_text(), script.stem))
+            print(f"{script.name}: shared plumbing copied from {canonical_path.name}")
 
 
-def test_fix_propagates_the_canonical_copy(tmp_path):
+def test_a_new_drifted_or_missing_definition_is_caught_and_fixed(tmp_path):
     source = CANONICAL.read_text()
-    (tmp_path / "gpt.py").write_text(source)
+    grown = source.replace('\n\nif __name__ == "__main__":', '\n\ndef helper():\n    return 1\n\n\nif __name__ == "__main__":')
     drifted = source.replace('"""Linear warmup from', '"""A drifted copy: linear warmup from')
-    assert drifted != source
+    assert grown != source and drifted != source
+    assert problems(grown, source, "bert") == ["bert: the shared helper is missing"]
+    assert problems(source, grown, "bert") == ["bert: helper is inside the fence but not in gpt.py's (add it there, "
+                                               "then --fix)"]
+    assert "bert: get_lr differs" in problems(source, drifted, "bert")[0]
+    assert problems(source, drifted, "albert")[0].startswith("albert: get_lr differs")
+    (tmp_path / "gpt.py").write_text(grown)
     (tmp_path / "bert.py").write_text(drifted)
     fix(tmp_path / "gpt.py", [tmp_path / "gpt.py", tmp_path / "bert.py"])
-    assert (tmp_path / "bert.py").read_text() == source
+    assert (tmp_path / "bert.py").read_text() == grown
+
+
+def test_fix_keeps_a_papers_exception():
+    albert = (ROOT / "albert.py").read_text()
+    assert fixed(CANONICAL.read_text(), albert, "albert") == albert
 
 
 if __name__ == "__main__":
