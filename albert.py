@@ -76,11 +76,9 @@ class Config:
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
-
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
     return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
-
 
 
 PRESETS = {
@@ -96,11 +94,12 @@ PRESETS = {
 }
 
 
-
 # --- model ---
 
 
 class Embeddings(nn.Module):
+    """Token, position and segment embeddings of a smaller size E, summed and normalised (§3.1)."""
+
     def __init__(self, cfg):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)  # V x E, not V x H, §3.1
@@ -116,8 +115,11 @@ class Embeddings(nn.Module):
         return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
 
 
-
 class Model(nn.Module):
+    """The bidirectional encoder with ONE block applied at every depth, entered through an E -> H projection, and its
+    two pretraining heads: masked LM on every position, tied to the token embeddings, and sentence order
+    prediction on the pooled [CLS] (§3.1)."""
+
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
@@ -128,7 +130,7 @@ class Model(nn.Module):
         self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed), "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy (bug class 6); own bias
-        self.sop = nn.Linear(cfg.hidden, 2)  # 0 = in order, 1 = swapped
+        self.sop = nn.Linear(cfg.hidden, 2)  # the pair head asks another question, sentence ORDER: 0 = in order, 1 = swapped
         self.apply(self._init)
         self.tokenizer = None
 
@@ -152,84 +154,50 @@ class Model(nn.Module):
         return x
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
-        """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only; SOP logits (B, 2)."""
+        """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only; NSP logits (B, 2)."""
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        sop = self.sop(torch.tanh(self.pooler(h[:, 0])))  # [CLS] summarises the pair
+        pair = self.sop(torch.tanh(self.pooler(h[:, 0])))  # (B, 2): [CLS] summarises the pair
         if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        return self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h)))), sop
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
+        h = self.mlm.ln(h)  # LayerNorm (B, P, E)
+        return self.head(h), pair  # (B, P, V): scored against the token embeddings
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """An `albert` folder in the Hugging Face layout (AlbertForPreTraining, AlbertForMaskedLM or AlbertModel;
-        with or without the `albert.` prefix); heads the file lacks (v2 files have no SOP head) are initialised."""
-        hf, sd = read_pretrained(path, "albert")
-        if hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1:
-            raise UserError(f"{path}: only the released layout of one shared layer is supported")
-        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], embed=hf["embedding_size"],
-                                  max_len=hf["max_position_embeddings"], type_vocab=hf.get("type_vocab_size", 2),
-                                  layers=hf["num_hidden_layers"], hidden=hf["hidden_size"],
-                                  heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-                                  activation=hf.get("hidden_act", "gelu_new"), eps=hf.get("layer_norm_eps", 1e-12),
-                                  dropout=hf.get("hidden_dropout_prob", 0.0))
-        if cfg.activation not in common.ACTIVATIONS:
-            raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
-        sd = {k.removeprefix("albert."): v for k, v in sd.items()}
-        if "predictions.bias" not in sd and "predictions.decoder.bias" in sd:
-            sd["predictions.bias"] = sd["predictions.decoder.bias"]
-        names = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
-                 "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
-                 "encoder.embedding_hidden_mapping_in": "project",
-                 "encoder.albert_layer_groups.0.albert_layers.0.": "block.", "attention.dense": "attn.proj",
-                 "attention.LayerNorm": "ln1", "ffn_output": "mlp.proj", "ffn.": "mlp.fc.", "full_layer_layer_norm": "ln2",
-                 "predictions.dense": "mlm.dense", "predictions.LayerNorm": "mlm.ln", "predictions.bias": "head.bias",
-                 "sop_classifier.classifier": "sop"}
-        ours = {}
-        for k, v in sd.items():
-            if k.startswith(("predictions.decoder.", "embeddings.position_ids", "embeddings.token_type_ids")):
-                continue  # the tied decoder, and buffers
-            for old, new in names.items():
-                k = k.replace(old, new)
-            ours[k] = v
-        qkv = [ours.pop(f"block.attention.{n}.{p}", None) for p in ("weight", "bias") for n in ("query", "key", "value")]
-        if all(t is not None for t in qkv):  # query, key and value are one matrix here
-            ours["block.attn.qkv.weight"], ours["block.attn.qkv.bias"] = torch.cat(qkv[:3]), torch.cat(qkv[3:])
-        model = cls(cfg)
-        load_weights(model, ours, path, optional=("pooler.", "mlm.", "head.bias", "sop."))
-        model.tokenizer = load_tokenizer(path)
-        return model
-
+        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        return load_pretrained(path, base)
 
 
 # --- objective ---
 
 
 def load_data(docs, tokenizer, out, cfg):
-    """Segment-pair instances made once, as the release's create_pretraining_data: each document dupe_factor
-    times, with a fixed seed (12345, the release's default)."""
+    """The training examples of each split (make_instances), made once from the token cache, and what masking needs
+    to know about the vocabulary."""
     data = cache_tokens(docs, tokenizer, Path(out) / "cache")
-    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
     word_start = np.array([piece.startswith("▁") for piece in vocab])  # SentencePiece marks a word's first piece
     for split in data.values():
-        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
-        split["special"], split["mask_id"] = np.array(specials), specials[4]
-        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # <pad>, [CLS], [SEP]; <unk> may be, release
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        split.update(make_instances(split, cfg, np.random.default_rng(12345), special))  # the release's default seed
+        split["special"], split["mask_id"], split["pad_id"] = np.array(list(special.values())), special["mask"], special["pad"]
+        split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])  # unknown tokens may be, release
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
         split["word_start"] = word_start
         if not len(split["input_ids"]):
-            raise UserError("the corpus is too small: a split made no sentence pairs")
+            raise UserError("the corpus is too small: a split made no training examples")
     return data
 
 
-
-def make_instances(split, cfg, rng, cls_id, sep_id):
-    """[CLS] A [SEP] B [SEP] pairs: documents cut into chunks of sentences up to a target length (10% of the time a
-    shorter one), A = the first k sentences of a chunk (or the first part of a lone sentence), B = the rest;
-    half of the time A and B are swapped (label 1). Both segments always come from one document. §3.1."""
+def make_instances(split, cfg, rng, special):
+    """[CLS] A [SEP] B [SEP] pairs, as the release's create_pretraining_data, each document dupe_factor times:
+    documents cut into chunks of sentences up to a target length (10% of the time a shorter one), A = the first k
+    sentences of a chunk (or the first part of a lone sentence), B = the rest; half of the time A and B are
+    swapped (label 1). Both segments always come from one document. §3.1."""
     tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
     longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
-    ids, types, sop = [], [], []
+    ids, types, labels = [], [], []
 
     def sentence(k):
         return tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist()
@@ -256,23 +224,23 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
                         longer = a if len(a) > len(b) else b
                         del longer[0 if rng.random() < 0.5 else -1]
                     if a and b:
-                        ids.append([cls_id, *a, sep_id, *b, sep_id])
+                        ids.append([special["cls"], *a, special["sep"], *b, special["sep"]])
                         types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
-                        sop.append(label)
+                        labels.append(label)
                     chunk, length = [], 0
                 k += 1
     n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
-    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
+    input_ids = np.full((n, cfg.seq_len), special["pad"], np.int32)  # (N, T), padded
+    type_ids = np.zeros((n, cfg.seq_len), np.int8)  # (N, T)
     for i in range(n):
-        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
-    return {"input_ids": input_ids, "token_type_ids": type_ids, "sop": np.array(sop, dtype=np.int64)}
-
+        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]
+    return {"input_ids": input_ids, "token_type_ids": type_ids, "pair_labels": np.array(labels, dtype=np.int64)}
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
     """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability proportional to
-    1/n, taken in a random order of their first words while they fit in 15% of each row's tokens (never [CLS],
-    [SEP] or padding; at most max_predictions); each chosen token becomes the mask token 80% of the time, a random
+    1/n, taken in a random order of their first words while they fit in 15% of each row's tokens (never the
+    start, separator or padding; at most max_predictions); each chosen token becomes the mask token 80% of the time, a random
     non-special token 10%, stays 10%. Random numbers are keyed by `keys`. Returns the new ids (B, T), and the
     positions and labels (B, P). Vectorised over the rows: one pass per word rank, not one per word and row."""
     B, T = input_ids.shape
@@ -312,12 +280,10 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     return ids, positions, labels
 
 
-
 @functools.lru_cache(maxsize=2)
 def epoch_order(n, seed, epoch):
     """The order of the n instances in an epoch: a fresh permutation each epoch."""
     return np.random.default_rng((seed, epoch)).permutation(n)
-
 
 
 def get_batch(data, ids, seed, cfg):
@@ -329,26 +295,24 @@ def get_batch(data, ids, seed, cfg):
     masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
     return {"input_ids": torch.from_numpy(masked),
             "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
-            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
-            "sop_labels": torch.from_numpy(data["sop"][instances])}
-
+            "pair_labels": torch.from_numpy(data["pair_labels"][instances])}
 
 
 def compute_loss(model, batch):
     """Masked LM cross-entropy over the chosen positions + sentence-order cross-entropy (§3.1). Returns the loss
     and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
-    mlm_logits, sop_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+    mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                    batch["mlm_positions"])  # (B, P, V), (B, 2)
     mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
-    sop_loss = F.cross_entropy(sop_logits.float(), batch["sop_labels"])  # both classes count: no ignore_index
+    pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count: no ignore_index
     chosen = labels != -100
-    metrics = {"mlm_loss": mlm_loss, "sop_loss": sop_loss,
+    metrics = {"mlm_loss": mlm_loss, "sop_loss": pair_loss,
                "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
-               "sop_acc": (sop_logits.argmax(-1) == batch["sop_labels"]).float().mean()}
-    return mlm_loss + sop_loss, metrics
-
+               "sop_acc": (pair_logits.argmax(-1) == batch["pair_labels"]).float().mean()}
+    return mlm_loss + pair_loss, metrics
 
 
 class Lamb(torch.optim.Optimizer):
@@ -380,12 +344,11 @@ class Lamb(torch.optim.Optimizer):
                 p.sub_(group["lr"] * ratio * update)
 
 
-
 # --- tokenizer ---
 
 
-SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]  # <pad> = 0, <unk> = 1, as the release's vocabulary
-
+# role -> token, in the order of their ids: <pad> = 0, <unk> = 1, as the release's vocabulary
+SPECIALS = {"pad": "<pad>", "unk": "<unk>", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
 def _configure(tok):
@@ -397,17 +360,15 @@ def _configure(tok):
     return tok
 
 
-
 def train_tokenizer(docs, cfg):
     """A SentencePiece-style unigram language model over pieces (§4.1)."""
     from tokenizers import Tokenizer, models, trainers
 
     tok = _configure(Tokenizer(models.Unigram()))
-    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, unk_token="<unk>",
+    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()), unk_token="<unk>",
                                       show_progress=False)
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
     return tok
-
 
 
 def load_tokenizer(folder):
@@ -423,27 +384,79 @@ def load_tokenizer(folder):
     return None
 
 
-
 # --- demo ---
+
+
+def demo_arguments(p):
+    p.add_argument("--fill", dest="demo", default=None, metavar="TEXT",
+                   help=f"print the top-5 fillers of each {SPECIALS['mask']} in TEXT")
 
 
 def demo(model, args):
     """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.fill if args.fill is not None else "the [MASK] statement raises an exception ."
+    text = args.demo if args.demo is not None else f"The {SPECIALS['mask']} statement raises an exception."
     tok, device = model.tokenizer, next(model.parameters()).device
-    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
-    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
-    positions = (ids[0] == tok.token_to_id("[MASK]")).nonzero().T  # (1, masks)
+    special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
+    ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)  # (1, T)
+    positions = (ids[0] == special["mask"]).nonzero().T  # (1, masks)
     if not positions.numel():
-        raise UserError("--fill: the text has no [MASK]")
+        raise UserError(f"--fill: the text has no {SPECIALS['mask']}")
     with torch.no_grad():
-        logits, _ = model(ids, positions=positions)
+        logits, _ = model(ids, positions=positions)  # (1, masks, V)
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        shown = [tok.id_to_token(int(i)) or f"<id {int(i)}>" for i in top[n]]  # an id the vocabulary lacks
-        print(f"mask {n + 1}: " + "  ".join(f"{t} {p:.3f}" for t, p in zip(shown, probs[n])))
+        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
+        print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
 
+
+# --- checkpoints: the Hugging Face layout ---
+
+# AlbertForPreTraining's names -> ours, replaced in this order
+HF_NAMES = [
+    ("embeddings.word_embeddings", "embeddings.tokens"),
+    ("embeddings.position_embeddings", "embeddings.positions"),
+    ("embeddings.token_type_embeddings", "embeddings.types"),
+    ("embeddings.LayerNorm", "embeddings.ln"),
+    ("encoder.embedding_hidden_mapping_in", "project"),
+    ("encoder.albert_layer_groups.0.albert_layers.0.", "block."),
+    ("attention.query", "attn.q"),
+    ("attention.key", "attn.k"),
+    ("attention.value", "attn.v"),
+    ("attention.dense", "attn.proj"),
+    ("attention.LayerNorm", "ln1"),
+    ("ffn_output", "mlp.proj"),
+    ("ffn.", "mlp.fc."),
+    ("full_layer_layer_norm", "ln2"),
+    ("predictions.dense", "mlm.dense"),
+    ("predictions.LayerNorm", "mlm.ln"),
+    ("predictions.decoder.bias", "head.bias"),  # the same tensor as the next: a file may hold either
+    ("predictions.bias", "head.bias"),
+    ("sop_classifier.classifier", "sop"),
+]
+
+
+def load_pretrained(path, base=None):
+    """An `albert` folder in the Hugging Face layout (AlbertForPreTraining, AlbertForMaskedLM or AlbertModel; with
+    or without the `albert.` prefix); heads the file lacks (v2 files have no SOP head) are initialised and listed."""
+    hf, sd = read_pretrained(path, "albert")
+    if hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1:
+        raise UserError(f"{path}: only the released layout of one shared layer is supported")
+    base = base or PRESETS["base"]  # what the file does not say
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
+                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
+                              dropout=hf.get("hidden_dropout_prob", base.dropout), embed=hf["embedding_size"])
+    if cfg.activation not in common.ACTIVATIONS:
+        raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
+    sd = {k.removeprefix("albert."): v for k, v in sd.items()}
+    skip = ("predictions.decoder.weight", "embeddings.position_ids", "embeddings.token_type_ids")  # tied; buffers
+    model = Model(cfg)
+    load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("pooler.", "mlm.", "head.bias", "sop."))
+    model.tokenizer = load_tokenizer(path)
+    return model
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -451,7 +464,6 @@ def demo(model, args):
 
 class UserError(Exception):
     """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
-
 
 
 def get_tokenizer(out, docs, cfg):
@@ -466,11 +478,9 @@ def get_tokenizer(out, docs, cfg):
     return tok
 
 
-
 def split_sentences(text):
     """Sentences of a line of prose: split after . ! ? followed by white space."""
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
 
 
 def default_corpus():
@@ -501,7 +511,6 @@ def default_corpus():
         if doc:
             docs.append(doc)
     return docs
-
 
 
 def read_corpus(spec):
@@ -552,7 +561,6 @@ def read_corpus(spec):
     return docs
 
 
-
 def split_documents(docs):
     """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
     Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
@@ -566,7 +574,6 @@ def split_documents(docs):
     if not any(held):
         raise UserError("no validation text: every held-out sentence also occurs in a training document")
     return {"train": train, "val": [d for d in held if d]}
-
 
 
 def cache_tokens(docs, tokenizer, folder, eod_id=None):
@@ -615,7 +622,6 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
-
 def uniform(seed, keys, n, stream):
     """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
     draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
@@ -628,7 +634,6 @@ def uniform(seed, keys, n, stream):
     return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
 
 
-
 class HFConfig(dict):
     """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
 
@@ -638,7 +643,6 @@ class HFConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
-
 
 
 def read_pretrained(path, model_type):
@@ -666,7 +670,6 @@ def read_pretrained(path, model_type):
     return hf, sd
 
 
-
 def load_weights(model, sd, path, optional=()):
     """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
     initialisation and are listed in a warning, any other mismatch is an error."""
@@ -684,6 +687,50 @@ def load_weights(model, sd, path, optional=()):
         print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
+
+def rename(sd, names, skip=()):
+    """A Hugging Face state dict under our names: the parts of each name replaced by `names` [(theirs, ours), ...]
+    in order, the tensors whose names start with one of `skip` left out, and separate query, key and value tensors
+    (renamed to attn.q, attn.k, attn.v) joined into the one attn.qkv matrix of common.Block."""
+    ours = {}
+    for k, v in sd.items():
+        if not k.startswith(skip):
+            for theirs, new in names:
+                k = k.replace(theirs, new)
+            ours[k] = v
+    for k in [k for k in ours if ".attn.q." in k]:
+        parts = [k.replace(".attn.q.", f".attn.{n}.") for n in "qkv"]
+        if all(part in ours for part in parts):
+            ours[k.replace(".attn.q.", ".attn.qkv.")] = torch.cat([ours.pop(part) for part in parts])
+    return ours
+
+
+def unrename(sd, names):
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    theirs = {}
+    for k, v in sd.items():
+        parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
+        for n, t in parts:
+            name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
+            for old, new in reversed(names):
+                name = name.replace(new, old)
+            theirs[name] = t.detach().contiguous().cpu()
+    return theirs
+
+
+def write_pretrained(folder, sd, config, tokenizer):
+    """A Hugging Face-format folder: model.safetensors, config.json and the tokenizer."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "model.safetensors"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(str(folder / "tokenizer.json"))
 
 
 def setup_runtime(args):
@@ -713,7 +760,6 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
-
 def configure_optimizer(model, cfg, device):
     """LAMB (§4.1); weight decay and the trust ratio on matrices and embeddings only, never on biases or
     LayerNorm gains (the release's exclusions). ALBERT's one exception to the shared plumbing."""
@@ -724,14 +770,12 @@ def configure_optimizer(model, cfg, device):
     return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
 
-
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
-
 
 
 @torch.no_grad()
@@ -753,7 +797,6 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
-
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -762,7 +805,6 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
-
 
 
 def load_checkpoint(path):
@@ -780,11 +822,9 @@ def load_checkpoint(path):
     return state
 
 
-
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
-
 
 
 def take_lock(out):
@@ -813,7 +853,6 @@ def take_lock(out):
     return path
 
 
-
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -821,7 +860,6 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
-
 
 
 def process_alive(pid):
@@ -834,11 +872,9 @@ def process_alive(pid):
     return True
 
 
-
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
-
 
 
 def peak_flops(device):
@@ -847,7 +883,6 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
-
 
 
 def overrides(args):
@@ -859,7 +894,6 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
-
 
 
 def train(args):
@@ -1021,7 +1055,6 @@ def train(args):
     return raw.eval()
 
 
-
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -1036,7 +1069,6 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
-
 
 
 def build_parser():
@@ -1060,7 +1092,6 @@ def build_parser():
     return p
 
 
-
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -1075,12 +1106,11 @@ def run(main, argv):
         return 130
 
 
-
 def main(argv=None):
     p = build_parser()
-    p.add_argument("--fill", default=None, metavar="TEXT", help="print the top-5 fillers of each [MASK] in TEXT")
+    demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.fill is None:
+    if not args.train and args.demo is None:
         p.print_help()
         return 0
     if args.size is None:
@@ -1089,7 +1119,6 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         demo(model, args)
     return 0
-
 
 
 if __name__ == "__main__":

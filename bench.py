@@ -37,7 +37,7 @@ def make_batch(name, cfg, B, device, seed=0):
     if name != "roberta":
         batch["token_type_ids"] = (torch.arange(T) >= T // 2).long().expand(B, T).contiguous()
     if name in ("bert", "albert"):
-        batch[{"bert": "nsp_labels", "albert": "sop_labels"}[name]] = torch.randint(0, 2, (B,), generator=g)
+        batch["pair_labels"] = torch.randint(0, 2, (B,), generator=g)
     if name == "electra":  # the tokens detection is scored on, and replacements for evaluation only
         batch["content"] = torch.ones(B, T, dtype=torch.bool)
         batch["uniform_tokens"] = torch.randint(5, cfg.vocab_size, (B, P), generator=g)
@@ -67,7 +67,7 @@ def reference(name, cfg):
         model = tf.BertForPreTraining(tf.BertConfig(hidden_size=cfg.hidden, max_position_embeddings=cfg.max_len,
                                                     type_vocab_size=cfg.type_vocab, **common))
         return model, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b),
-                                      next_sentence_label=b["nsp_labels"]).loss
+                                      next_sentence_label=b["pair_labels"]).loss
     if name == "roberta":
         model = tf.RobertaForMaskedLM(tf.RobertaConfig(hidden_size=cfg.hidden, max_position_embeddings=cfg.max_len,
                                                        type_vocab_size=1, pad_token_id=1, **common))
@@ -76,7 +76,7 @@ def reference(name, cfg):
         model = tf.AlbertForPreTraining(tf.AlbertConfig(embedding_size=cfg.embed, hidden_size=cfg.hidden,
                                                         max_position_embeddings=cfg.max_len, **common))
         return model, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b),
-                                      sentence_order_label=b["sop_labels"]).loss
+                                      sentence_order_label=b["pair_labels"]).loss
     import electra
 
     g = cfg.gen_hidden

@@ -83,11 +83,9 @@ class Config:
         return round(self.hidden * self.gen_size)
 
 
-
 def _sized(layers, hidden, **kw):
-    """An encoder of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
+    """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
     return Config(layers=layers, hidden=hidden, heads=hidden // 64, ffn=4 * hidden, **kw)
-
 
 
 PRESETS = {
@@ -107,11 +105,12 @@ PRESETS = {
 }
 
 
-
 # --- model ---
 
 
 class Embeddings(nn.Module):
+    """Token, position and segment embeddings of size E, summed and normalised; ONE module for both encoders."""
+
     def __init__(self, cfg):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)
@@ -125,7 +124,6 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
         return self.drop(self.ln(x))
-
 
 
 class Encoder(nn.Module):
@@ -145,8 +143,10 @@ class Encoder(nn.Module):
         return x
 
 
-
 class Model(nn.Module):
+    """A small generator (a masked LM) and the discriminator, two encoders on shared embeddings: the generator fills
+    the masked positions with samples, the discriminator tells for every token whether it was replaced (§2)."""
+
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
@@ -182,7 +182,8 @@ class Model(nn.Module):
     def detect(self, input_ids, attention_mask=None, token_type_ids=None):
         """The discriminator's logit (B, T) that each token was replaced."""
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        return self.rtd.out(common.ACTIVATIONS[self.cfg.activation](self.rtd.dense(h))).squeeze(-1)
+        h = common.ACTIVATIONS[self.cfg.activation](self.rtd.dense(h))  # (B, T, H)
+        return self.rtd.out(h).squeeze(-1)  # (B, T)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None, labels=None):
         """Replaced token detection in one call, so that DDP and torch.compile see the whole step: the generator's
@@ -190,117 +191,38 @@ class Model(nn.Module):
         `labels` (B, P); the discriminator's logits (B, T) on the result, and its labels (B, T)."""
         h = self.generator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
         h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): the vocabulary only where needed
-        logits = self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))))  # (B, P, V)
-        fake, replaced = sample_replacements(input_ids, positions, labels, logits)
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
+        h = self.mlm.ln(h)  # LayerNorm (B, P, E)
+        logits = self.head(h)  # (B, P, V): scored against the token embeddings
+        fake, replaced = sample_replacements(input_ids, positions, labels, logits)  # (B, T), (B, T)
         return logits, self.detect(fake, attention_mask, token_type_ids), replaced
 
     @classmethod
     def from_pretrained(cls, path, base=None, generator=None):
-        """An `electra` discriminator folder in the Hugging Face layout (ElectraForPreTraining or ElectraModel; with or
-        without the `electra.` prefix) and, if given, its generator's folder (ElectraForMaskedLM), whose embeddings
-        are the shared ones. Parts the files lack are initialised and listed: without a generator, all of it."""
-        hf, sd = read_pretrained(path, "electra")
-        hidden = hf["hidden_size"]  # the preset of this width supplies what the file does not say
-        base = base or next((c for c in PRESETS.values() if c.hidden == hidden), PRESETS["base"])
-        cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
-                                  type_vocab=hf.get("type_vocab_size", 2), embed=hf.get("embedding_size", hidden),
-                                  layers=hf["num_hidden_layers"], hidden=hidden, heads=hf["num_attention_heads"],
-                                  ffn=hf["intermediate_size"], activation=hf.get("hidden_act", "gelu"),
-                                  eps=hf.get("layer_norm_eps", 1e-12), dropout=hf.get("hidden_dropout_prob", 0.1))
-        if cfg.activation not in common.ACTIVATIONS:
-            raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
-        if generator is not None:
-            gen_hf, gen_sd = read_pretrained(generator, "electra")
-            g = gen_hf["hidden_size"]
-            cfg = dataclasses.replace(cfg, gen_size=g / hidden)
-            same = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size")
-            sized = (gen_hf["num_attention_heads"], gen_hf["intermediate_size"]) == (max(1, g // 64), 4 * g)
-            if any(gen_hf.get(k) != hf.get(k) for k in same) or not sized:
-                raise UserError(f"--from-pretrained {generator}: not a generator of {path}'s shape")
-
-        def rename(sd, tower):
-            ours = {}
-            for k, v in sd.items():
-                k = k.removeprefix("electra.")
-                if k.startswith(("generator_lm_head.weight", "embeddings.position_ids", "embeddings.token_type_ids")):
-                    continue  # the tied decoder, and buffers
-                for old, new in HF_NAMES.items():
-                    k = k.replace(old, new.replace("TOWER", tower))
-                ours[k] = v
-            for i in range(cfg.layers):  # query, key and value are one matrix here
-                qkv = [ours.pop(f"{tower}.blocks.{i}.attention.self.{n}.{p}", None)
-                       for p in ("weight", "bias") for n in ("query", "key", "value")]
-                if all(t is not None for t in qkv):
-                    ours[f"{tower}.blocks.{i}.attn.qkv.weight"] = torch.cat(qkv[:3])
-                    ours[f"{tower}.blocks.{i}.attn.qkv.bias"] = torch.cat(qkv[3:])
-            return ours
-
-        ours = rename(sd, "discriminator")
-        if generator is not None:
-            gen = rename(gen_sd, "generator")
-            shared = {k: gen.pop(k) for k in list(gen) if k.startswith("embeddings.")}
-            if any(k in ours and not torch.equal(v, ours[k]) for k, v in shared.items()):
-                print(f"warning: {generator}'s embeddings differ from {path}'s; the discriminator's are used for both",
-                      file=sys.stderr)
-            ours.update({k: v for k, v in gen.items() if k.startswith(("generator.", "mlm.", "head."))})
-        model = cls(cfg)
-        load_weights(model, ours, path, optional=("generator.", "mlm.", "head.bias", "rtd."))
-        model.tokenizer = load_tokenizer(path)
-        return model
-
-    def export(self, folder):
-        """Save the discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining folder."""
-        from safetensors.torch import save_file
-
-        sd = {}
-        for k, v in self.state_dict().items():
-            if not k.startswith(("embeddings.", "discriminator.", "rtd.")):
-                continue  # the generator is thrown away
-            parts = zip(("query", "key", "value"), v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
-            for n, t in parts:
-                name = k.replace("attn.qkv", f"attention.self.{n}")
-                for old, new in reversed(HF_NAMES.items()):
-                    name = name.replace(new.replace("TOWER", "discriminator"), old)
-                sd[name if name.startswith("discriminator_") else "electra." + name] = t.detach().contiguous().cpu()
-        c = self.cfg
-        config = {"architectures": ["ElectraForPreTraining"], "model_type": "electra", "vocab_size": c.vocab_size,
-                  "embedding_size": c.embed, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
-                  "num_attention_heads": c.heads, "intermediate_size": c.ffn, "hidden_act": c.activation,
-                  "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.dropout,
-                  "max_position_embeddings": c.max_len, "type_vocab_size": c.type_vocab, "layer_norm_eps": c.eps,
-                  "initializer_range": c.init_std, "pad_token_id": 0}
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(folder / "model.safetensors"))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
-        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if self.tokenizer is not None:
-            self.tokenizer.save(str(folder / "tokenizer.json"))
-
+        """A Hugging Face-format folder and, if given, its generator's (see the checkpoints section)."""
+        return load_pretrained(path, base, generator)
 
 
 # --- objective ---
 
 
 def load_data(docs, tokenizer, out, cfg):
-    """Examples made once, as the release's build_pretraining_dataset, with a fixed seed (12345, as bert.py)."""
+    """The training examples of each split (make_instances), made once from the token cache, and what masking needs
+    to know about the vocabulary."""
     data = cache_tokens(docs, tokenizer, Path(out) / "cache")
-    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     for split in data.values():
-        split.update(make_instances(split, cfg, np.random.default_rng(12345), *specials[2:4]))
-        split["special"], split["mask_id"] = np.array(specials), specials[4]
-        split["never_masked"] = np.array([specials[0], *specials[2:4]])  # [PAD], [CLS], [SEP]; [UNK] may be, release
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        split.update(make_instances(split, cfg, np.random.default_rng(12345), special))  # the release's default seed
+        split["special"], split["mask_id"], split["pad_id"] = np.array(list(special.values())), special["mask"], special["pad"]
+        split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])  # unknown tokens may be, release
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
         if not len(split["input_ids"]):
-            raise UserError("the corpus is too small: a split made no examples")
+            raise UserError("the corpus is too small: a split made no training examples")
     return data
 
 
-
-def make_instances(split, cfg, rng, cls_id, sep_id):
-    """[CLS] A [SEP] B [SEP]: a document's sentences gathered up to a target length (5% of the time a random shorter
+def make_instances(split, cfg, rng, special):
+    """[CLS] A [SEP] B [SEP], as the release's build_pretraining_dataset: a document's sentences gathered up to a target length (5% of the time a random shorter
     one), then cut in two at a sentence near the middle, or 10% of the time kept as one segment [CLS] A [SEP].
     An example never crosses a document; there is no next sentence prediction (release)."""
     tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
@@ -326,26 +248,26 @@ def make_instances(split, cfg, rng, cls_id, sep_id):
                     b += s
             a = a[:cfg.seq_len - 2]
             b = b[:max(0, cfg.seq_len - len(a) - 3)]
-            ids.append([cls_id, *a, sep_id, *([*b, sep_id] if b else [])])
+            ids.append([special["cls"], *a, special["sep"], *([*b, special["sep"]] if b else [])])
             types.append([0] * (len(a) + 2) + [1] * (len(b) + 1 if b else 0))
             chunk, length, target = [], 0, new_target()
     n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
-    input_ids, type_ids = np.zeros((n, cfg.seq_len), np.int32), np.zeros((n, cfg.seq_len), np.int8)
+    input_ids = np.full((n, cfg.seq_len), special["pad"], np.int32)  # (N, T), padded
+    type_ids = np.zeros((n, cfg.seq_len), np.int8)  # (N, T)
     for i in range(n):
-        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]  # padded with [PAD] = 0
+        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]
     return {"input_ids": input_ids, "token_type_ids": type_ids}
 
 
-
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose mask_prob of each row's tokens (never [CLS], [SEP] or padding; at most max_predictions); of those
+    """Choose mask_prob of each row's tokens (never the start, separator or padding; at most max_predictions); of those
     85% become the mask token and 15% stay, with no random tokens: the generator supplies those (release). Random
     numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P),
     padded with label -100. The release draws positions with replacement, so a few repeat; ours are distinct."""
     B, T = input_ids.shape
     P = cfg.max_predictions
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    real = (input_ids != 0).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
+    real = (input_ids != split["pad_id"]).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
     n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob))).astype(np.int64)
     order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
@@ -358,12 +280,10 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     return ids, positions, labels
 
 
-
 @functools.lru_cache(maxsize=2)
 def epoch_order(n, seed, epoch):
     """The order of the n instances in an epoch: a fresh permutation each epoch."""
     return np.random.default_rng((seed, epoch)).permutation(n)
-
 
 
 def get_batch(data, ids, seed, cfg):
@@ -376,12 +296,11 @@ def get_batch(data, ids, seed, cfg):
     uniform_tokens = data["normal"][(uniform(seed, ids, positions.shape[1], 5) * len(data["normal"])).astype(np.int64)]
     return {"input_ids": torch.from_numpy(masked),
             "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
-            "attention_mask": torch.from_numpy((input_ids != 0).astype(np.int64)),
+            "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
             # for evaluation only: the tokens a mask may choose, and uniformly random replacements of the masked ones
             "content": torch.from_numpy(~np.isin(input_ids, data["never_masked"])),
             "uniform_tokens": torch.from_numpy(uniform_tokens)}
-
 
 
 def sample_replacements(input_ids, positions, labels, logits):
@@ -393,14 +312,12 @@ def sample_replacements(input_ids, positions, labels, logits):
         return replace_tokens(input_ids, positions, labels, (logits.float() - torch.log(-torch.log(u))).argmax(-1))
 
 
-
 def replace_tokens(input_ids, positions, labels, tokens):
     """`tokens` (B, P) in place of the masked ones: the corrupted ids (B, T) and the labels (B, T), 1 = replaced."""
     chosen = labels != -100
     kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
     fake = input_ids.scatter(1, positions, torch.where(chosen, tokens, kept))  # (B, T)
     return fake, torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))
-
 
 
 def compute_loss(model, batch):
@@ -429,12 +346,10 @@ def compute_loss(model, batch):
     return mlm_loss + getattr(model, "module", model).cfg.disc_weight * rtd_loss, metrics  # DDP wraps the model
 
 
-
 def binary_entropy(p):
     """The sigmoid cross-entropy of always answering p: the best a discriminator that ignores its input can do."""
     p = p.clamp(1e-6, 1 - 1e-6)
     return -(p * p.log() + (1 - p) * (1 - p).log())
-
 
 
 def roc_auc(scores, positive, where):
@@ -448,12 +363,11 @@ def roc_auc(scores, positive, where):
     return ((ranks * pos).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (where.sum() - n_pos)).clamp(min=1)
 
 
-
 # --- tokenizer ---
 
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # [PAD] = 0, as the release's vocabulary
-
+# role -> token, in the order of their ids: [PAD] = 0, as the release's vocabulary
+SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 
 def _configure(tok):
@@ -465,16 +379,14 @@ def _configure(tok):
     return tok
 
 
-
 def train_tokenizer(docs, cfg):
     """WordPiece: words split into the longest known pieces, continuations marked ## (§3.2)."""
     from tokenizers import Tokenizer, models, trainers
 
     tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
-    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False)
+    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()), show_progress=False)
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
     return tok
-
 
 
 def load_tokenizer(folder):
@@ -489,29 +401,37 @@ def load_tokenizer(folder):
             raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
     if (folder / "vocab.txt").exists():
         tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
-        tok.add_special_tokens(SPECIALS)  # so that "[MASK]" in a text is one token, not "[", "mask", "]"
+        tok.add_special_tokens(list(SPECIALS.values()))  # so that a mask token in a text is one token
         return tok
     return None
-
 
 
 # --- demo ---
 
 
+def demo_arguments(p):
+    p.add_argument("--detect", dest="demo", default=None, metavar="TEXT",
+                   help="print each token of TEXT with the probability that it was replaced")
+
+
 def demo(model, args):
-    """Print each token of --detect with the discriminator's probability that it was replaced (after training: a
-    fixed sentence with one word swapped)."""
-    text = args.detect if args.detect is not None else "return the value of the list , or none if the if is empty ."
+    """After --train: the discriminator exported and its detection report. Then each token of --detect with the
+    discriminator's probability that it was replaced (after training: a fixed sentence with one word swapped)."""
+    if args.train:  # the discriminator is kept and the generator thrown away (§2)
+        export(model, Path(args.out) / "discriminator")
+        print(f"the discriminator, in the Hugging Face layout: {Path(args.out) / 'discriminator'}")
+        report(Path(args.out) / "metrics.jsonl")
+    text = args.demo if args.demo is not None else "return the value of the list , or none if the if is empty ."
     tok, device = model.tokenizer, next(model.parameters()).device
-    ids = [tok.token_to_id("[CLS]"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("[SEP]")]
-    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
+    special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
+    ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)  # (1, T)
     with torch.no_grad():
         probs = model.detect(ids)[0].float().sigmoid()  # (T,)
     print(text)
     print(f"{'token':>16} p(replaced)")
     for i, p in zip(ids[0, 1:-1].tolist(), probs[1:-1].tolist()):
         print(f"{tok.id_to_token(i):>16} {p:.3f}{'  replaced' if p > 0.5 else ''}")
-
 
 
 def report(metrics_path):
@@ -524,20 +444,86 @@ def report(metrics_path):
           f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f}, {v['val_recall']:.2f}")
 
 
-
 # --- checkpoints: the Hugging Face layout ---
 
+# ElectraForPreTraining's and ElectraForMaskedLM's names -> ours, replaced in this order; TOWER is the generator or
+# the discriminator
+HF_NAMES = [
+    ("embeddings.word_embeddings", "embeddings.tokens"),
+    ("embeddings.position_embeddings", "embeddings.positions"),
+    ("embeddings.token_type_embeddings", "embeddings.types"),
+    ("embeddings.LayerNorm", "embeddings.ln"),
+    ("embeddings_project", "TOWER.project"),
+    ("encoder.layer.", "TOWER.blocks."),
+    ("attention.self.query", "attn.q"),
+    ("attention.self.key", "attn.k"),
+    ("attention.self.value", "attn.v"),
+    ("attention.output.dense", "attn.proj"),
+    ("attention.output.LayerNorm", "ln1"),
+    ("intermediate.dense", "mlp.fc"),
+    ("output.dense", "mlp.proj"),
+    ("output.LayerNorm", "ln2"),
+    ("discriminator_predictions.dense_prediction", "rtd.out"),
+    ("discriminator_predictions.dense", "rtd.dense"),
+    ("generator_predictions.dense", "mlm.dense"),
+    ("generator_predictions.LayerNorm", "mlm.ln"),
+    ("generator_lm_head.bias", "head.bias"),
+]
 
-# Hugging Face names -> ours, applied in order; TOWER is the generator or the discriminator
-HF_NAMES = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
-            "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
-            "embeddings_project": "TOWER.project", "encoder.layer.": "TOWER.blocks.",
-            "attention.output.dense": "attn.proj", "attention.output.LayerNorm": "ln1", "intermediate.dense": "mlp.fc",
-            "output.dense": "mlp.proj", "output.LayerNorm": "ln2",
-            "discriminator_predictions.dense_prediction": "rtd.out", "discriminator_predictions.dense": "rtd.dense",
-            "generator_predictions.dense": "mlm.dense", "generator_predictions.LayerNorm": "mlm.ln",
-            "generator_lm_head.bias": "head.bias"}
 
+def tower_names(tower):
+    return [(theirs, ours.replace("TOWER", tower)) for theirs, ours in HF_NAMES]
+
+
+def load_pretrained(path, base=None, generator=None):
+    """An `electra` discriminator folder in the Hugging Face layout (ElectraForPreTraining or ElectraModel; with or
+    without the `electra.` prefix) and, if given, its generator's folder (ElectraForMaskedLM), whose embeddings
+    are the shared ones. Parts the files lack are initialised and listed: without a generator, all of it."""
+    hf, sd = read_pretrained(path, "electra")
+    hidden = hf["hidden_size"]  # the preset of this width supplies what the file does not say
+    base = base or next((c for c in PRESETS.values() if c.hidden == hidden), PRESETS["base"])
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
+                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
+                              dropout=hf.get("hidden_dropout_prob", base.dropout), embed=hf.get("embedding_size", hidden))
+    if cfg.activation not in common.ACTIVATIONS:
+        raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
+    skip = ("generator_lm_head.weight", "embeddings.position_ids", "embeddings.token_type_ids")  # tied; buffers
+    ours = rename({k.removeprefix("electra."): v for k, v in sd.items()}, tower_names("discriminator"), skip)
+    if generator is not None:
+        gen_hf, gen_sd = read_pretrained(generator, "electra")
+        g = gen_hf["hidden_size"]
+        cfg = dataclasses.replace(cfg, gen_size=g / hidden)
+        same = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size")
+        sized = (gen_hf["num_attention_heads"], gen_hf["intermediate_size"]) == (max(1, g // 64), 4 * g)
+        if any(gen_hf.get(k) != hf.get(k) for k in same) or not sized:
+            raise UserError(f"--from-pretrained {generator}: not a generator of {path}'s shape")
+        gen = rename({k.removeprefix("electra."): v for k, v in gen_sd.items()}, tower_names("generator"), skip)
+        shared = {k: gen.pop(k) for k in list(gen) if k.startswith("embeddings.")}
+        if any(k in ours and not torch.equal(v, ours[k]) for k, v in shared.items()):
+            print(f"warning: {generator}'s embeddings differ from {path}'s; the discriminator's are used for both",
+                  file=sys.stderr)
+        ours.update({k: v for k, v in gen.items() if k.startswith(("generator.", "mlm.", "head."))})
+    model = Model(cfg)
+    load_weights(model, ours, path, optional=("generator.", "mlm.", "head.bias", "rtd."))
+    model.tokenizer = load_tokenizer(path)
+    return model
+
+
+def export(model, folder):
+    """Save the discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining folder."""
+    kept = {k: v for k, v in model.state_dict().items() if k.startswith(("embeddings.", "discriminator.", "rtd."))}
+    sd = unrename(kept, tower_names("discriminator"))  # the generator is thrown away
+    sd = {k if k.startswith("discriminator_") else "electra." + k: v for k, v in sd.items()}
+    c = model.cfg
+    config = {"architectures": ["ElectraForPreTraining"], "model_type": "electra", "vocab_size": c.vocab_size,
+              "embedding_size": c.embed, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
+              "num_attention_heads": c.heads, "intermediate_size": c.ffn, "hidden_act": c.activation,
+              "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.dropout,
+              "max_position_embeddings": c.max_len, "type_vocab_size": c.type_vocab, "layer_norm_eps": c.eps,
+              "initializer_range": c.init_std, "pad_token_id": 0}
+    write_pretrained(folder, sd, config, model.tokenizer)
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -545,7 +531,6 @@ HF_NAMES = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.posit
 
 class UserError(Exception):
     """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
-
 
 
 def get_tokenizer(out, docs, cfg):
@@ -560,11 +545,9 @@ def get_tokenizer(out, docs, cfg):
     return tok
 
 
-
 def split_sentences(text):
     """Sentences of a line of prose: split after . ! ? followed by white space."""
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
 
 
 def default_corpus():
@@ -595,7 +578,6 @@ def default_corpus():
         if doc:
             docs.append(doc)
     return docs
-
 
 
 def read_corpus(spec):
@@ -646,7 +628,6 @@ def read_corpus(spec):
     return docs
 
 
-
 def split_documents(docs):
     """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
     Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
@@ -660,7 +641,6 @@ def split_documents(docs):
     if not any(held):
         raise UserError("no validation text: every held-out sentence also occurs in a training document")
     return {"train": train, "val": [d for d in held if d]}
-
 
 
 def cache_tokens(docs, tokenizer, folder, eod_id=None):
@@ -709,7 +689,6 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
-
 def uniform(seed, keys, n, stream):
     """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
     draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
@@ -722,7 +701,6 @@ def uniform(seed, keys, n, stream):
     return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
 
 
-
 class HFConfig(dict):
     """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
 
@@ -732,7 +710,6 @@ class HFConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
-
 
 
 def read_pretrained(path, model_type):
@@ -760,7 +737,6 @@ def read_pretrained(path, model_type):
     return hf, sd
 
 
-
 def load_weights(model, sd, path, optional=()):
     """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
     initialisation and are listed in a warning, any other mismatch is an error."""
@@ -778,6 +754,50 @@ def load_weights(model, sd, path, optional=()):
         print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
+
+def rename(sd, names, skip=()):
+    """A Hugging Face state dict under our names: the parts of each name replaced by `names` [(theirs, ours), ...]
+    in order, the tensors whose names start with one of `skip` left out, and separate query, key and value tensors
+    (renamed to attn.q, attn.k, attn.v) joined into the one attn.qkv matrix of common.Block."""
+    ours = {}
+    for k, v in sd.items():
+        if not k.startswith(skip):
+            for theirs, new in names:
+                k = k.replace(theirs, new)
+            ours[k] = v
+    for k in [k for k in ours if ".attn.q." in k]:
+        parts = [k.replace(".attn.q.", f".attn.{n}.") for n in "qkv"]
+        if all(part in ours for part in parts):
+            ours[k.replace(".attn.q.", ".attn.qkv.")] = torch.cat([ours.pop(part) for part in parts])
+    return ours
+
+
+def unrename(sd, names):
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    theirs = {}
+    for k, v in sd.items():
+        parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
+        for n, t in parts:
+            name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
+            for old, new in reversed(names):
+                name = name.replace(new, old)
+            theirs[name] = t.detach().contiguous().cpu()
+    return theirs
+
+
+def write_pretrained(folder, sd, config, tokenizer):
+    """A Hugging Face-format folder: model.safetensors, config.json and the tokenizer."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "model.safetensors"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(str(folder / "tokenizer.json"))
 
 
 def setup_runtime(args):
@@ -807,7 +827,6 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
-
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -817,14 +836,12 @@ def configure_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
-
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
-
 
 
 @torch.no_grad()
@@ -846,7 +863,6 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
-
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -855,7 +871,6 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
-
 
 
 def load_checkpoint(path):
@@ -873,11 +888,9 @@ def load_checkpoint(path):
     return state
 
 
-
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
-
 
 
 def take_lock(out):
@@ -906,7 +919,6 @@ def take_lock(out):
     return path
 
 
-
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -914,7 +926,6 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
-
 
 
 def process_alive(pid):
@@ -927,11 +938,9 @@ def process_alive(pid):
     return True
 
 
-
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
-
 
 
 def peak_flops(device):
@@ -940,7 +949,6 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
-
 
 
 def overrides(args):
@@ -952,7 +960,6 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
-
 
 
 def train(args):
@@ -1114,7 +1121,6 @@ def train(args):
     return raw.eval()
 
 
-
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -1129,7 +1135,6 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
-
 
 
 def build_parser():
@@ -1153,7 +1158,6 @@ def build_parser():
     return p
 
 
-
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -1168,26 +1172,19 @@ def run(main, argv):
         return 130
 
 
-
 def main(argv=None):
     p = build_parser()
-    p.add_argument("--detect", default=None, metavar="TEXT",
-                   help="print each token of TEXT with the probability that it was replaced")
+    demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.detect is None:
+    if not args.train and args.demo is None:
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
     if int(os.environ.get("RANK", 0)) == 0:
-        if args.train:  # the discriminator is kept and the generator thrown away (§2)
-            model.export(Path(args.out) / "discriminator")
-            print(f"the discriminator, in the Hugging Face layout: {Path(args.out) / 'discriminator'}")
-            report(Path(args.out) / "metrics.jsonl")
         demo(model, args)
     return 0
-
 
 
 if __name__ == "__main__":

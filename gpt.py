@@ -65,7 +65,6 @@ class Config:
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
-
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
     "tiny": Config(vocab_size=4096, max_len=128, layers=2, hidden=128, heads=4, ffn=512, dropout=0.0, seq_len=128,
@@ -75,7 +74,6 @@ PRESETS = {
                     log_interval=50, eval_interval=500),
     "base": Config(),  # the paper: 116,534,784 parameters
 }
-
 
 
 # --- model ---
@@ -94,7 +92,6 @@ class Embeddings(nn.Module):
         if token_type_ids is not None:  # fine-tuning delimiters are embedded with the token table, §3.3
             x = x + self.tokens(token_type_ids)
         return self.drop(x)  # summed, no LayerNorm; the release drops entries of the matrices instead (README)
-
 
 
 class Model(nn.Module):
@@ -147,32 +144,8 @@ class Model(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """An `openai-gpt` folder in the Hugging Face layout (config.json + safetensors or bin, tokenizer files);
-        training settings come from `base` (default: the base preset)."""
-        hf, sd = read_pretrained(path, "openai-gpt")
-        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["n_positions"],
-                                  layers=hf["n_layer"], hidden=hf["n_embd"], heads=hf["n_head"], ffn=4 * hf["n_embd"],
-                                  eps=hf.get("layer_norm_epsilon", 1e-5), dropout=hf.get("resid_pdrop", 0.1),
-                                  activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"), hf.get("afn")))
-        if cfg.activation not in common.ACTIVATIONS:
-            raise UserError(f"{path}: activation {hf.get('afn')!r} is not supported")
-        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
-        names = {"tokens_embed": "embeddings.tokens", "positions_embed": "embeddings.positions", "h.": "blocks.",
-                 "c_attn": "qkv", "attn.c_proj": "attn.proj", "mlp.c_fc": "mlp.fc", "mlp.c_proj": "mlp.proj",
-                 "ln_1": "ln1", "ln_2": "ln2"}
-        ours = {}
-        for k, v in sd.items():
-            if k == "lm_head.weight" or k == "position_ids" or re.fullmatch(r"h\.\d+\.attn\.bias", k):
-                continue  # the tied head, and buffers
-            for old, new in names.items():
-                k = k.replace(old, new)
-            conv1d = k.endswith(".weight") and (".attn." in k or ".mlp." in k)
-            ours[k] = v.t() if conv1d else v  # Conv1D stores [in, out], nn.Linear [out, in]
-        model = cls(cfg)
-        load_weights(model, ours, path)
-        model.tokenizer = load_tokenizer(path)
-        return model
-
+        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        return load_pretrained(path, base)
 
 
 # --- objective ---
@@ -180,13 +153,12 @@ class Model(nn.Module):
 
 def load_data(docs, tokenizer, out, cfg):
     """GPT-1 reads a plain token stream in which documents end with <|endoftext|>."""
-    data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id("<|endoftext|>"))
+    data = cache_tokens(docs, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id(SPECIALS["eod"]))
     for split in data.values():
         if len(split["tokens"]) <= cfg.seq_len + 1:
             raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, "
                             f"a window needs {cfg.seq_len + 2}")
     return data
-
 
 
 def get_batch(data, ids, seed, cfg):
@@ -198,20 +170,17 @@ def get_batch(data, ids, seed, cfg):
     return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets are the inputs shifted by one (bug 10)
 
 
-
 def compute_loss(model, batch):
     """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics to log."""
     _, loss = model(batch["input_ids"], batch["targets"])  # every position is a prediction: no mask, no padding
     return loss, {}
 
 
-
 # --- tokenizer ---
 
 
 # ours: <|endoftext|> ends each document in the token stream; it is in neither the paper nor its 40,478-token vocabulary
-SPECIALS = ["<unk>", "<|endoftext|>"]
-
+SPECIALS = {"unk": "<unk>", "eod": "<|endoftext|>"}  # role -> token
 
 
 def _configure(tok):
@@ -223,17 +192,15 @@ def _configure(tok):
     return tok
 
 
-
 def train_tokenizer(docs, cfg):
     """BPE with an end-of-word marker, as the release's vocabulary (`vocab.json` + `merges.txt`)."""
     from tokenizers import Tokenizer, models, trainers
 
     tok = _configure(Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>")))
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, end_of_word_suffix="</w>",
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()), end_of_word_suffix="</w>",
                                   show_progress=False)
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
     return tok
-
 
 
 def load_tokenizer(folder):
@@ -253,19 +220,70 @@ def load_tokenizer(folder):
     return None
 
 
-
 # --- demo ---
+
+
+def demo_arguments(p):
+    """--sample and its settings; a setting out of range is refused before any training or loading."""
+    def setting(flag, kind, ok, needed):
+        def parse(text):
+            try:
+                value = kind(text)
+            except ValueError:
+                value = None
+            if value is None or not ok(value):  # nan fails every comparison
+                raise UserError(f"{flag} must be {needed}, got {text}")
+            return value
+        return parse
+
+    p.add_argument("--sample", dest="demo", default=None, metavar="PROMPT",
+                   help="continue PROMPT with the trained or loaded model")
+    p.add_argument("--max-new-tokens", type=setting("--max-new-tokens", int, lambda v: v >= 1, "1 or more"),
+                   default=60, help="length of the continuation")
+    p.add_argument("--temperature", type=setting("--temperature", float, lambda v: 0 < v < math.inf, "positive"),
+                   default=0.8, help="sampling temperature")
+    p.add_argument("--top-k", type=setting("--top-k", int, lambda v: v >= 0, "0 (every token) or more"), default=40,
+                   help="sample among the k likeliest tokens (0: all)")
 
 
 def demo(model, args):
     """Continue --sample (after training: a fixed prompt) by top-k sampling, reproducible with --seed."""
-    prompt = args.sample if args.sample is not None else "the python interpreter"
-    device = next(model.parameters()).device
-    ids = model.tokenizer.encode(prompt).ids or [model.tokenizer.token_to_id("<|endoftext|>")]
+    prompt = args.demo if args.demo is not None else "the python interpreter"
+    tok, device = model.tokenizer, next(model.parameters()).device
+    ids = tok.encode(prompt).ids or [tok.token_to_id(SPECIALS["eod"])]
     generator = torch.Generator(device=device).manual_seed(args.seed)
     out = model.generate(torch.tensor([ids], device=device), args.max_new_tokens, args.temperature, args.top_k, generator)
-    print("sample: " + model.tokenizer.decode(out[0].tolist()))
+    print("sample: " + tok.decode(out[0].tolist()))
 
+
+# --- checkpoints: the Hugging Face layout ---
+
+# OpenAIGPTLMHeadModel's names -> ours, replaced in this order
+HF_NAMES = [("tokens_embed", "embeddings.tokens"), ("positions_embed", "embeddings.positions"), ("h.", "blocks."),
+            ("c_attn", "qkv"), ("attn.c_proj", "attn.proj"), ("mlp.c_fc", "mlp.fc"), ("mlp.c_proj", "mlp.proj"),
+            ("ln_1", "ln1"), ("ln_2", "ln2")]
+
+
+def load_pretrained(path, base=None):
+    """An `openai-gpt` folder in the Hugging Face layout (config.json + safetensors or bin, tokenizer files);
+    training settings come from `base` (default: the base preset)."""
+    hf, sd = read_pretrained(path, "openai-gpt")
+    cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["n_positions"],
+                              layers=hf["n_layer"], hidden=hf["n_embd"], heads=hf["n_head"], ffn=4 * hf["n_embd"],
+                              eps=hf.get("layer_norm_epsilon", 1e-5), dropout=hf.get("resid_pdrop", 0.1),
+                              activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"), hf.get("afn")))
+    if cfg.activation not in common.ACTIVATIONS:
+        raise UserError(f"{path}: activation {hf.get('afn')!r} is not supported")
+    sd = {k.removeprefix("transformer."): v for k, v in sd.items()
+          if not re.fullmatch(r"(transformer\.)?h\.\d+\.attn\.bias", k)}  # the causal mask, a buffer
+    ours = rename(sd, HF_NAMES, skip=("lm_head.weight", "position_ids"))  # the tied head, and a buffer
+    for k, v in ours.items():
+        if k.endswith(".weight") and (".attn." in k or ".mlp." in k):
+            ours[k] = v.t()  # Conv1D stores [in, out], nn.Linear [out, in]
+    model = Model(cfg)
+    load_weights(model, ours, path)
+    model.tokenizer = load_tokenizer(path)
+    return model
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -273,7 +291,6 @@ def demo(model, args):
 
 class UserError(Exception):
     """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
-
 
 
 def get_tokenizer(out, docs, cfg):
@@ -288,11 +305,9 @@ def get_tokenizer(out, docs, cfg):
     return tok
 
 
-
 def split_sentences(text):
     """Sentences of a line of prose: split after . ! ? followed by white space."""
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
 
 
 def default_corpus():
@@ -323,7 +338,6 @@ def default_corpus():
         if doc:
             docs.append(doc)
     return docs
-
 
 
 def read_corpus(spec):
@@ -374,7 +388,6 @@ def read_corpus(spec):
     return docs
 
 
-
 def split_documents(docs):
     """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
     Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
@@ -388,7 +401,6 @@ def split_documents(docs):
     if not any(held):
         raise UserError("no validation text: every held-out sentence also occurs in a training document")
     return {"train": train, "val": [d for d in held if d]}
-
 
 
 def cache_tokens(docs, tokenizer, folder, eod_id=None):
@@ -437,7 +449,6 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
-
 def uniform(seed, keys, n, stream):
     """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
     draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
@@ -450,7 +461,6 @@ def uniform(seed, keys, n, stream):
     return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
 
 
-
 class HFConfig(dict):
     """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
 
@@ -460,7 +470,6 @@ class HFConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
-
 
 
 def read_pretrained(path, model_type):
@@ -488,7 +497,6 @@ def read_pretrained(path, model_type):
     return hf, sd
 
 
-
 def load_weights(model, sd, path, optional=()):
     """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
     initialisation and are listed in a warning, any other mismatch is an error."""
@@ -506,6 +514,50 @@ def load_weights(model, sd, path, optional=()):
         print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
+
+def rename(sd, names, skip=()):
+    """A Hugging Face state dict under our names: the parts of each name replaced by `names` [(theirs, ours), ...]
+    in order, the tensors whose names start with one of `skip` left out, and separate query, key and value tensors
+    (renamed to attn.q, attn.k, attn.v) joined into the one attn.qkv matrix of common.Block."""
+    ours = {}
+    for k, v in sd.items():
+        if not k.startswith(skip):
+            for theirs, new in names:
+                k = k.replace(theirs, new)
+            ours[k] = v
+    for k in [k for k in ours if ".attn.q." in k]:
+        parts = [k.replace(".attn.q.", f".attn.{n}.") for n in "qkv"]
+        if all(part in ours for part in parts):
+            ours[k.replace(".attn.q.", ".attn.qkv.")] = torch.cat([ours.pop(part) for part in parts])
+    return ours
+
+
+def unrename(sd, names):
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    theirs = {}
+    for k, v in sd.items():
+        parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
+        for n, t in parts:
+            name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
+            for old, new in reversed(names):
+                name = name.replace(new, old)
+            theirs[name] = t.detach().contiguous().cpu()
+    return theirs
+
+
+def write_pretrained(folder, sd, config, tokenizer):
+    """A Hugging Face-format folder: model.safetensors, config.json and the tokenizer."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "model.safetensors"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(str(folder / "tokenizer.json"))
 
 
 def setup_runtime(args):
@@ -535,7 +587,6 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
-
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -545,14 +596,12 @@ def configure_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
-
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
-
 
 
 @torch.no_grad()
@@ -574,7 +623,6 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
-
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -583,7 +631,6 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
-
 
 
 def load_checkpoint(path):
@@ -601,11 +648,9 @@ def load_checkpoint(path):
     return state
 
 
-
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
-
 
 
 def take_lock(out):
@@ -634,7 +679,6 @@ def take_lock(out):
     return path
 
 
-
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -642,7 +686,6 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
-
 
 
 def process_alive(pid):
@@ -655,11 +698,9 @@ def process_alive(pid):
     return True
 
 
-
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
-
 
 
 def peak_flops(device):
@@ -668,7 +709,6 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
-
 
 
 def overrides(args):
@@ -680,7 +720,6 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
-
 
 
 def train(args):
@@ -842,7 +881,6 @@ def train(args):
     return raw.eval()
 
 
-
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -857,7 +895,6 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
-
 
 
 def build_parser():
@@ -881,7 +918,6 @@ def build_parser():
     return p
 
 
-
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -896,29 +932,19 @@ def run(main, argv):
         return 130
 
 
-
 def main(argv=None):
     p = build_parser()
-    p.add_argument("--sample", default=None, metavar="PROMPT", help="continue PROMPT with the trained or loaded model")
-    p.add_argument("--max-new-tokens", type=int, default=60, help="length of the continuation")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest tokens (0: all)")
+    demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.sample is None:
+    if not args.train and args.demo is None:
         p.print_help()
         return 0
-    for flag, value, ok, needed in (("--max-new-tokens", args.max_new_tokens, args.max_new_tokens >= 1, "1 or more"),
-                                    ("--top-k", args.top_k, args.top_k >= 0, "0 (every token) or more"),
-                                    ("--temperature", args.temperature, 0 < args.temperature < math.inf, "positive")):
-        if not ok:  # nan fails every comparison
-            raise UserError(f"{flag} must be {needed}, got {value}")
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
     if int(os.environ.get("RANK", 0)) == 0:
         demo(model, args)
     return 0
-
 
 
 if __name__ == "__main__":

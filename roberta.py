@@ -65,18 +65,16 @@ class Config:
     schedule: str = "linear"  # linear decay, §A.2
     weight_decay: float = 0.01  # fairseq decays biases and LayerNorm too; ours, as bert.py, does not (README)
     betas: tuple = (0.9, 0.98)  # for stability with large batches, §3.1
-    adam_eps: float = 1e-6  # the release's AdamWeightDecay
+    adam_eps: float = 1e-6  # Table 9
     clip: float = 0.0  # no gradient clipping, Table 9
     log_interval: int = 100
     eval_interval: int = 1000
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
 
-
 def _sized(layers, hidden, **kw):
-    """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer (Turc et al., 2019)."""
+    """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
     return Config(layers=layers, hidden=hidden, heads=hidden // 64, ffn=4 * hidden, **kw)
-
 
 
 PRESETS = {
@@ -92,11 +90,12 @@ PRESETS = {
 }
 
 
-
 # --- model ---
 
 
 class Embeddings(nn.Module):
+    """Token, position and segment embeddings, summed and normalised (§3.2, Figure 2)."""
+
     def __init__(self, cfg):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=1)  # <pad> = 1, release
@@ -112,8 +111,10 @@ class Embeddings(nn.Module):
         return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
 
 
-
 class Model(nn.Module):
+    """The bidirectional encoder with its one pretraining head: masked LM on every position, tied to the token
+    embeddings (no next sentence prediction, §4.2)."""
+
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
@@ -150,66 +151,35 @@ class Model(nn.Module):
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        return self.head(self.mlm.ln(common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))))  # no NSP, §4.2
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
+        h = self.mlm.ln(h)  # LayerNorm (B, P, H)
+        return self.head(h)  # (B, P, V): scored against the token embeddings
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """A `roberta` folder in the Hugging Face layout (RobertaForMaskedLM or RobertaModel; with or without the
-        `roberta.` prefix; a pooler is ignored); an LM head the file lacks is initialised and listed."""
-        hf, sd = read_pretrained(path, "roberta")
-        cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
-                                  type_vocab=hf.get("type_vocab_size", 1), layers=hf["num_hidden_layers"],
-                                  hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-                                  activation=hf.get("hidden_act", "gelu"), eps=hf.get("layer_norm_eps", 1e-5),
-                                  dropout=hf.get("hidden_dropout_prob", 0.1))
-        if cfg.activation not in common.ACTIVATIONS:
-            raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
-        sd = {k.removeprefix("roberta."): v for k, v in sd.items()}
-        if "lm_head.bias" not in sd and "lm_head.decoder.bias" in sd:
-            sd["lm_head.bias"] = sd["lm_head.decoder.bias"]
-        names = {"embeddings.word_embeddings": "embeddings.tokens", "embeddings.position_embeddings": "embeddings.positions",
-                 "embeddings.token_type_embeddings": "embeddings.types", "embeddings.LayerNorm": "embeddings.ln",
-                 "encoder.layer.": "blocks.", "attention.output.dense": "attn.proj", "attention.output.LayerNorm": "ln1",
-                 "intermediate.dense": "mlp.fc", "output.dense": "mlp.proj", "output.LayerNorm": "ln2",
-                 "lm_head.dense": "mlm.dense", "lm_head.layer_norm": "mlm.ln", "lm_head.bias": "head.bias"}
-        ours = {}
-        for k, v in sd.items():
-            if k.startswith(("lm_head.decoder.", "pooler.", "embeddings.position_ids", "embeddings.token_type_ids")):
-                continue  # the tied decoder, an unused pooler, and buffers
-            for old, new in names.items():
-                k = k.replace(old, new)
-            ours[k] = v
-        for i in range(cfg.layers):  # query, key and value are one matrix here
-            qkv = [ours.pop(f"blocks.{i}.attention.self.{n}.{p}", None)
-                   for p in ("weight", "bias") for n in ("query", "key", "value")]
-            if all(t is not None for t in qkv):
-                ours[f"blocks.{i}.attn.qkv.weight"], ours[f"blocks.{i}.attn.qkv.bias"] = torch.cat(qkv[:3]), torch.cat(qkv[3:])
-        model = cls(cfg)
-        load_weights(model, ours, path, optional=("mlm.", "head.bias"))
-        model.tokenizer = load_tokenizer(path)
-        return model
-
+        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        return load_pretrained(path, base)
 
 
 # --- objective ---
 
 
 def load_data(docs, tokenizer, out, cfg):
-    """FULL-SENTENCES sequences, packed once (§4.2); no sentence pairs, no NSP labels."""
+    """The training examples of each split (make_instances), made once from the token cache, and what masking needs
+    to know about the vocabulary."""
     data = cache_tokens(docs, tokenizer, Path(out) / "cache")
-    specials = [tokenizer.token_to_id(t) for t in SPECIALS]
+    special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     for split in data.values():
-        split.update(make_instances(split, cfg, specials[0], specials[2]))  # <s>, </s>: FULL-SENTENCES, §4.2
-        split["special"], split["mask_id"] = np.array(specials), specials[4]
-        split["never_masked"] = np.array(specials[:3])  # <s>, <pad>, </s>; <unk> may be (fairseq masks <s>, </s> too)
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), specials)  # random replacements
+        split.update(make_instances(split, cfg, special))  # no random choices: FULL-SENTENCES, §4.2
+        split["special"], split["mask_id"], split["pad_id"] = np.array(list(special.values())), special["mask"], special["pad"]
+        split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])  # fairseq masks <s>, </s> too
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
         if not len(split["input_ids"]):
-            raise UserError("the corpus is too small: a split made no sequences")
+            raise UserError("the corpus is too small: a split made no training examples")
     return data
 
 
-
-def make_instances(split, cfg, bos_id, eos_id):
+def make_instances(split, cfg, special):
     """FULL-SENTENCES (§4.2): sentences packed in order into sequences of up to seq_len tokens, <s> ... </s>;
     a sequence may cross a document boundary, marked by an extra </s>. A sentence longer than a sequence goes on
     in the next one, as fairseq's blocks keep it."""
@@ -225,17 +195,17 @@ def make_instances(split, cfg, bos_id, eos_id):
                 row = []
             row += piece
         if k in last_of_doc and len(row) < longest:
-            row.append(eos_id)  # the document boundary
-    rows += [row] if row else []
-    input_ids = np.ones((len(rows), cfg.seq_len), np.int32)  # padded with <pad> = 1
-    for i, r in enumerate(rows):
-        input_ids[i, :len(r) + 2] = [bos_id, *r, eos_id]
+            row.append(special["sep"])  # the document boundary
+    ids = [[special["cls"], *r, special["sep"]] for r in rows + ([row] if row else [])]
+    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
+    input_ids = np.full((n, cfg.seq_len), special["pad"], np.int32)  # (N, T), padded
+    for i in range(n):
+        input_ids[i, :len(ids[i])] = ids[i]
     return {"input_ids": input_ids}
 
 
-
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's tokens (never <s>, </s> or padding; at most max_predictions); of those
+    """Choose 15% of each row's tokens (never the start, separator or padding; at most max_predictions); of those
     80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
     by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
     B, T = input_ids.shape
@@ -255,12 +225,10 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     return ids, positions, labels
 
 
-
 @functools.lru_cache(maxsize=2)
 def epoch_order(n, seed, epoch):
     """The order of the n instances in an epoch: a fresh permutation each epoch."""
     return np.random.default_rng((seed, epoch)).permutation(n)
-
 
 
 def get_batch(data, ids, seed, cfg):
@@ -270,9 +238,9 @@ def get_batch(data, ids, seed, cfg):
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
     masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic, §4.1
-    return {"input_ids": torch.from_numpy(masked), "attention_mask": torch.from_numpy((input_ids != 1).astype(np.int64)),
+    return {"input_ids": torch.from_numpy(masked),
+            "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
-
 
 
 def compute_loss(model, batch):
@@ -284,12 +252,11 @@ def compute_loss(model, batch):
     return mlm_loss, {"mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum()}
 
 
-
 # --- tokenizer ---
 
 
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # <s> = 0, <pad> = 1, </s> = 2, as the release's vocabulary
-
+# role -> token, in the order of their ids: <s> = 0, <pad> = 1, </s> = 2, as the release's vocabulary
+SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 
 
 def _configure(tok):
@@ -300,17 +267,15 @@ def _configure(tok):
     return tok
 
 
-
 def train_tokenizer(docs, cfg):
     """Byte-level BPE (§4.4): merges learned over the 256 byte values, so any text can be encoded."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = _configure(Tokenizer(models.BPE()))
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=SPECIALS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
     return tok
-
 
 
 def load_tokenizer(folder):
@@ -325,26 +290,31 @@ def load_tokenizer(folder):
             raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
     if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
         tok = _configure(Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))))
-        tok.add_special_tokens(SPECIALS)  # so that "<mask>" in a text is one token
+        tok.add_special_tokens(list(SPECIALS.values()))  # so that a mask token in a text is one token
         return tok
     return None
-
 
 
 # --- demo ---
 
 
+def demo_arguments(p):
+    p.add_argument("--fill", dest="demo", default=None, metavar="TEXT",
+                   help=f"print the top-5 fillers of each {SPECIALS['mask']} in TEXT")
+
+
 def demo(model, args):
     """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.fill if args.fill is not None else "The <mask> statement raises an exception."
+    text = args.demo if args.demo is not None else f"The {SPECIALS['mask']} statement raises an exception."
     tok, device = model.tokenizer, next(model.parameters()).device
-    ids = [tok.token_to_id("<s>"), *tok.encode(text, add_special_tokens=False).ids, tok.token_to_id("</s>")]
-    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)
-    positions = (ids[0] == tok.token_to_id("<mask>")).nonzero().T  # (1, masks)
+    special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
+    ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
+    ids = torch.tensor([ids[:model.cfg.max_len]], device=device)  # (1, T)
+    positions = (ids[0] == special["mask"]).nonzero().T  # (1, masks)
     if not positions.numel():
-        raise UserError("--fill: the text has no <mask>")
+        raise UserError(f"--fill: the text has no {SPECIALS['mask']}")
     with torch.no_grad():
-        logits = model(ids, positions=positions)
+        logits = model(ids, positions=positions)  # (1, masks, V)
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
@@ -352,13 +322,55 @@ def demo(model, args):
         print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
+# --- checkpoints: the Hugging Face layout ---
+
+# RobertaForMaskedLM's names -> ours, replaced in this order
+HF_NAMES = [
+    ("embeddings.word_embeddings", "embeddings.tokens"),
+    ("embeddings.position_embeddings", "embeddings.positions"),
+    ("embeddings.token_type_embeddings", "embeddings.types"),
+    ("embeddings.LayerNorm", "embeddings.ln"),
+    ("encoder.layer.", "blocks."),
+    ("attention.self.query", "attn.q"),
+    ("attention.self.key", "attn.k"),
+    ("attention.self.value", "attn.v"),
+    ("attention.output.dense", "attn.proj"),
+    ("attention.output.LayerNorm", "ln1"),
+    ("intermediate.dense", "mlp.fc"),
+    ("output.dense", "mlp.proj"),
+    ("output.LayerNorm", "ln2"),
+    ("lm_head.dense", "mlm.dense"),
+    ("lm_head.layer_norm", "mlm.ln"),
+    ("lm_head.decoder.bias", "head.bias"),  # the same tensor as the next: a file may hold either
+    ("lm_head.bias", "head.bias"),
+]
+
+
+def load_pretrained(path, base=None):
+    """A `roberta` folder in the Hugging Face layout (RobertaForMaskedLM or RobertaModel; with or without the
+    `roberta.` prefix; a pooler is ignored); an LM head the file lacks is initialised and listed."""
+    hf, sd = read_pretrained(path, "roberta")
+    base = base or PRESETS["base"]  # what the file does not say
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
+                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
+                              dropout=hf.get("hidden_dropout_prob", base.dropout))
+    if cfg.activation not in common.ACTIVATIONS:
+        raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
+    sd = {k.removeprefix("roberta."): v for k, v in sd.items()}
+    skip = ("lm_head.decoder.weight", "pooler.", "embeddings.position_ids", "embeddings.token_type_ids")  # + a pooler
+    model = Model(cfg)
+    load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("mlm.", "head.bias"))
+    model.tokenizer = load_tokenizer(path)
+    return model
+
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
 
 
 class UserError(Exception):
     """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
-
 
 
 def get_tokenizer(out, docs, cfg):
@@ -373,11 +385,9 @@ def get_tokenizer(out, docs, cfg):
     return tok
 
 
-
 def split_sentences(text):
     """Sentences of a line of prose: split after . ! ? followed by white space."""
     return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-
 
 
 def default_corpus():
@@ -408,7 +418,6 @@ def default_corpus():
         if doc:
             docs.append(doc)
     return docs
-
 
 
 def read_corpus(spec):
@@ -459,7 +468,6 @@ def read_corpus(spec):
     return docs
 
 
-
 def split_documents(docs):
     """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
     Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
@@ -473,7 +481,6 @@ def split_documents(docs):
     if not any(held):
         raise UserError("no validation text: every held-out sentence also occurs in a training document")
     return {"train": train, "val": [d for d in held if d]}
-
 
 
 def cache_tokens(docs, tokenizer, folder, eod_id=None):
@@ -522,7 +529,6 @@ def cache_tokens(docs, tokenizer, folder, eod_id=None):
                     "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
 
 
-
 def uniform(seed, keys, n, stream):
     """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
     draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
@@ -535,7 +541,6 @@ def uniform(seed, keys, n, stream):
     return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
 
 
-
 class HFConfig(dict):
     """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
 
@@ -545,7 +550,6 @@ class HFConfig(dict):
 
     def __missing__(self, key):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
-
 
 
 def read_pretrained(path, model_type):
@@ -573,7 +577,6 @@ def read_pretrained(path, model_type):
     return hf, sd
 
 
-
 def load_weights(model, sd, path, optional=()):
     """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
     initialisation and are listed in a warning, any other mismatch is an error."""
@@ -591,6 +594,50 @@ def load_weights(model, sd, path, optional=()):
         print(f"warning: {path} has no {', '.join(parts)}: "
               "freshly initialised", file=sys.stderr)
 
+
+def rename(sd, names, skip=()):
+    """A Hugging Face state dict under our names: the parts of each name replaced by `names` [(theirs, ours), ...]
+    in order, the tensors whose names start with one of `skip` left out, and separate query, key and value tensors
+    (renamed to attn.q, attn.k, attn.v) joined into the one attn.qkv matrix of common.Block."""
+    ours = {}
+    for k, v in sd.items():
+        if not k.startswith(skip):
+            for theirs, new in names:
+                k = k.replace(theirs, new)
+            ours[k] = v
+    for k in [k for k in ours if ".attn.q." in k]:
+        parts = [k.replace(".attn.q.", f".attn.{n}.") for n in "qkv"]
+        if all(part in ours for part in parts):
+            ours[k.replace(".attn.q.", ".attn.qkv.")] = torch.cat([ours.pop(part) for part in parts])
+    return ours
+
+
+def unrename(sd, names):
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    theirs = {}
+    for k, v in sd.items():
+        parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
+        for n, t in parts:
+            name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
+            for old, new in reversed(names):
+                name = name.replace(new, old)
+            theirs[name] = t.detach().contiguous().cpu()
+    return theirs
+
+
+def write_pretrained(folder, sd, config, tokenizer):
+    """A Hugging Face-format folder: model.safetensors, config.json and the tokenizer."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "model.safetensors"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(str(folder / "tokenizer.json"))
 
 
 def setup_runtime(args):
@@ -620,7 +667,6 @@ def setup_runtime(args):
                                                  enabled=dtype != "fp32"))
 
 
-
 def configure_optimizer(model, cfg, device):
     """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -630,14 +676,12 @@ def configure_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
-
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
     if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
-
 
 
 @torch.no_grad()
@@ -659,7 +703,6 @@ def evaluate(model, data, seed, cfg, rt):
     return {f"val_{k}": v for k, v in totals.items()}
 
 
-
 def save_checkpoint(path, state):
     """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
     tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
@@ -668,7 +711,6 @@ def save_checkpoint(path, state):
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
-
 
 
 def load_checkpoint(path):
@@ -686,11 +728,9 @@ def load_checkpoint(path):
     return state
 
 
-
 def fingerprint(tokenizer):
     """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
     return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
-
 
 
 def take_lock(out):
@@ -719,7 +759,6 @@ def take_lock(out):
     return path
 
 
-
 def release_lock(path):
     """Remove the run folder's lock if this process holds it."""
     try:
@@ -727,7 +766,6 @@ def release_lock(path):
             Path(path).unlink()
     except (OSError, ValueError, AttributeError):
         pass
-
 
 
 def process_alive(pid):
@@ -740,11 +778,9 @@ def process_alive(pid):
     return True
 
 
-
 def flops_per_token(model, cfg):
     """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
     return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
-
 
 
 def peak_flops(device):
@@ -753,7 +789,6 @@ def peak_flops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
-
 
 
 def overrides(args):
@@ -765,7 +800,6 @@ def overrides(args):
     if args.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {args.seed}")
     return {k: v for k, v in given.items() if v is not None}
-
 
 
 def train(args):
@@ -927,7 +961,6 @@ def train(args):
     return raw.eval()
 
 
-
 def load_model(args):
     """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
     if args.from_pretrained:
@@ -942,7 +975,6 @@ def load_model(args):
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
         raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
     return model.eval()
-
 
 
 def build_parser():
@@ -966,7 +998,6 @@ def build_parser():
     return p
 
 
-
 def run(main, argv):
     """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
     try:
@@ -981,12 +1012,11 @@ def run(main, argv):
         return 130
 
 
-
 def main(argv=None):
     p = build_parser()
-    p.add_argument("--fill", default=None, metavar="TEXT", help="print the top-5 fillers of each <mask> in TEXT")
+    demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.fill is None:
+    if not args.train and args.demo is None:
         p.print_help()
         return 0
     if args.size is None:
@@ -995,7 +1025,6 @@ def main(argv=None):
     if int(os.environ.get("RANK", 0)) == 0:
         demo(model, args)
     return 0
-
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ def measure(script, size, batch=8, seq=128):
     positions = torch.from_numpy(np.sort(np.random.default_rng(0).choice(seq, (batch, 20)), axis=1))
     labels = ids.gather(1, positions)
     batch_ = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-              "mlm_positions": positions, "mlm_labels": labels, "nsp_labels": torch.zeros(batch, dtype=torch.long),
-              "sop_labels": torch.zeros(batch, dtype=torch.long), "targets": ids,
+              "mlm_positions": positions, "mlm_labels": labels, "pair_labels": torch.zeros(batch, dtype=torch.long),
+              "targets": ids,
               "content": torch.ones_like(ids, dtype=torch.bool), "uniform_tokens": labels}
     loss, _ = mod.compute_loss(model, batch_)
     loss.backward()

@@ -95,7 +95,7 @@ def test_sop_negatives_are_the_same_segments_swapped(data):
     split = data[0]["train"]
     stream = split["tokens"].astype(np.int32).tobytes()
     sep, checked = split["special"][3], [0, 0]
-    for ids, label in zip(split["input_ids"][:300], split["sop"][:300]):
+    for ids, label in zip(split["input_ids"][:300], split["pair_labels"][:300]):
         first, second = np.flatnonzero(ids == sep)
         a, b = ids[1:first], ids[first + 1:second]
         earlier, later = (b, a) if label else (a, b)  # label 1: B is the segment that came first
@@ -107,12 +107,12 @@ def test_sop_negatives_are_the_same_segments_swapped(data):
             assert found >= 0
             checked[label] += 1
     assert min(checked) > 30
-    assert 0.4 < split["sop"].mean() < 0.6
+    assert 0.4 < split["pair_labels"].mean() < 0.6
 
 
 def test_ngram_lengths_and_whole_words(data):
     split = data[0]["train"]
-    ids = split["input_ids"][np.arange(3000) % len(split["sop"])].astype(np.int64)
+    ids = split["input_ids"][np.arange(3000) % len(split["pair_labels"])].astype(np.int64)
     new, positions, labels = albert.mask_tokens(ids, np.arange(3000), 0, split, tiny())
     lengths = []
     for r in range(len(ids)):

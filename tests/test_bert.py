@@ -176,7 +176,7 @@ def test_b_follows_a_in_its_document_exactly_when_labelled_so(data):
         return doc_of_sentence[np.searchsorted(split["sentences"][:, 1], position, side="right")]
 
     sep, checked = split["special"][3], [0, 0]
-    for ids, label in zip(split["input_ids"][:300], split["nsp"][:300]):
+    for ids, label in zip(split["input_ids"][:300], split["pair_labels"][:300]):
         first, second = np.flatnonzero(ids == sep)
         a, b = where(ids[1:first]), where(ids[first + 1:second])
         if len(a) != 1 or len(b) != 1:
@@ -190,13 +190,13 @@ def test_b_follows_a_in_its_document_exactly_when_labelled_so(data):
 
 
 def test_nsp_labels_are_balanced(data):
-    nsp = data[0]["train"]["nsp"]
+    nsp = data[0]["train"]["pair_labels"]
     assert len(nsp) > 1000 and 0.4 < nsp.mean() < 0.6
 
 
 def test_masking_statistics(data):
     split = data[0]["train"]
-    ids = split["input_ids"][np.arange(4000) % len(split["nsp"])].astype(np.int64)  # the same rows under other keys
+    ids = split["input_ids"][np.arange(4000) % len(split["pair_labels"])].astype(np.int64)  # the same rows under other keys
     new, positions, labels = bert.mask_tokens(ids, np.arange(4000), 0, split, tiny(max_predictions=128))  # no cap
     chosen = labels != -100
     rows = np.broadcast_to(np.arange(4000)[:, None], positions.shape)[chosen]
@@ -228,12 +228,12 @@ def test_a_short_target_length_holds_for_a_whole_document_pass(script):
     split = {"tokens": tokens, "sentences": np.array([(i * L, i * L + L) for i in range(D * S)]),
              "documents": np.array([(d * S, d * S + S) for d in range(D)])}
     cfg = dataclasses.replace(module.PRESETS["tiny"], short_seq_prob=0.5, dupe_factor=10)
-    out = module.make_instances(split, cfg, np.random.default_rng(0), 2, 3)
+    out = module.make_instances(split, cfg, np.random.default_rng(0), {"pad": 0, "cls": 2, "sep": 3})
     lengths = (out["input_ids"] != 0).sum(1)
     a_doc = (out["input_ids"][:, 1] - 5) // 100  # ALBERT's swapped pairs start with the other segment, same document
     passes = np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(a_doc)) + 1)  # one document, one pass each
     assert len(passes) == 10 * D
-    random_b = out.get("nsp", np.zeros(len(lengths), int))  # BERT's B from another document fills to the target too
+    random_b = out.get("pair_labels", np.zeros(len(lengths), int))  # BERT's B from another document fills to the target too
     seen = []
     for group in passes:
         inner = [i for i in group[:-1] if random_b[i] == 0]  # B = the rest of the chunk; the last chunk is cut short
@@ -260,7 +260,7 @@ def test_weights_are_initialised_from_a_normal_truncated_at_two_deviations(std):
 
 def test_masks_are_static(data):
     split = data[0]["train"]
-    n = len(split["nsp"])
+    n = len(split["pair_labels"])
     k = bert.epoch_order(n, 0, 0)[5]
     second = n + int(np.flatnonzero(bert.epoch_order(n, 0, 1) == k)[0])  # the same instance, drawn in the second epoch
     a, b = bert.get_batch(split, [5], 0, tiny()), bert.get_batch(split, [second, 7], 0, tiny())
@@ -273,11 +273,11 @@ def test_nsp_loss_counts_both_classes(data):
     split = data[0]["train"]
     model = bert.Model(tiny())
     batch = bert.get_batch(split, np.arange(16), 0, tiny())
-    assert set(batch["nsp_labels"].tolist()) == {0, 1}
+    assert set(batch["pair_labels"].tolist()) == {0, 1}
     loss, m = bert.compute_loss(model, batch)
     loss.backward()
     assert model.nsp.weight.grad[0].abs().sum() > 0 and model.nsp.weight.grad[1].abs().sum() > 0
-    flipped = dict(batch, nsp_labels=1 - batch["nsp_labels"])
+    flipped = dict(batch, pair_labels=1 - batch["pair_labels"])
     assert not torch.isclose(bert.compute_loss(model, flipped)[1]["nsp_loss"], m["nsp_loss"])
     assert (m["mlm_loss"] + m["nsp_loss"]).item() == pytest.approx(loss.item())
 
