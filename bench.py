@@ -177,7 +177,8 @@ def fail(message):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if available")
     p.add_argument("--size", default=None, help="preset of every model (default: small on CUDA, else tiny)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated scripts to measure")
@@ -190,7 +191,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
-    device = torch.device("cuda" if args.device == "cuda" or args.device == "auto" and torch.cuda.is_available() else "cpu")
+    cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
     args.size = args.size or ("small" if device.type == "cuda" else "tiny")
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
@@ -221,8 +223,8 @@ def main(argv=None):
             continue
         rows.append(bench_one(name, args, device, amp))
         r = rows[-1]
-        print(f"{name}: ours {r['ours']['tokens_per_s']:,} tok/s, HF {r['hf']['tokens_per_s']:,} tok/s ({r['ratio']:.2f}×)",
-              file=sys.stderr)
+        print(f"{name}: ours {r['ours']['tokens_per_s']:,} tok/s, HF {r['hf']['tokens_per_s']:,} tok/s "
+              f"({r['ratio']:.2f}×)", file=sys.stderr)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     meta = {"device": name, "torch": torch.__version__, "dtype": "bf16" if device.type == "cuda" else "fp32",
             "compile": args.compile, "steps": args.steps, "warmup": args.warmup, "date": time.strftime("%Y-%m-%d")}

@@ -29,7 +29,7 @@ class Attention(nn.Module):
     def forward(self, x, mask=None, causal=False):
         B, T, H = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, T, hd)
-        # SDPA picks flash / memory-efficient kernels on GPU; dropout only while training (bug class 4)
+        # SDPA picks flash / memory-efficient kernels on GPU; dropout only while training, never at evaluation
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal and mask is None
         )  # (B, nh, T, hd)
@@ -67,8 +67,8 @@ class Block(nn.Module):
 def attention_mask(attention_mask, causal=False):
     """(B, T) padding mask (1 = token, 0 = pad) -> boolean (B, 1, 1, T), or (B, 1, T, T) when causal; None stays None.
 
-    Keys are masked along the last axis (bug class 3). A causal model given no padding mask keeps SDPA's fused
-    `is_causal` kernel.
+    Keys are masked along the last axis: a padded token is never attended to, though it still attends. A causal
+    model given no padding mask keeps SDPA's fused `is_causal` kernel.
     """
     if attention_mask is None:
         return None

@@ -44,18 +44,18 @@ import common
 @dataclass
 class Config:
     # model
-    vocab_size: int = 30522  # BERT's uncased WordPiece, Appendix A
+    vocab_size: int = 30522  # uncased WordPiece, §3.2
     max_len: int = 512
-    type_vocab: int = 2
+    type_vocab: int = 2  # segment A / B, §3.2
     embed: int = 768  # E, shared by both encoders (Table 6)
     layers: int = 12
     hidden: int = 768  # the discriminator's
     heads: int = 12
     ffn: int = 3072
     gen_size: float = 1 / 3  # generator hidden / discriminator hidden (§3.2, Table 6); heads hidden/64, FFN 4x
-    activation: str = "gelu"
+    activation: str = "gelu"  # exact erf GELU, §3.3
     eps: float = 1e-12
-    dropout: float = 0.1
+    dropout: float = 0.1  # all layers, §A.2
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
     mask_prob: float = 0.15  # §2 (25% for large, Table 6)
@@ -85,13 +85,13 @@ class Config:
 
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
-    return Config(layers=layers, hidden=hidden, heads=hidden // 64, ffn=4 * hidden, **kw)
+    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
 
 
 PRESETS = {
-    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
-    # ours: under 5 minutes on 2 CPU cores. Sequences of 32 and weights from N(0, 0.08): at 128 tokens and 0.02 the
-    # attention of so narrow a model stays uniform for thousands of steps and nothing learns word order (README)
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
+    # at 0.02 so narrow a model's attention stays uniform for a long time (README); sequences of 32, as at 128 it
+    # learns nothing of word order for thousands of steps
     "tiny": _sized(2, 128, embed=128, gen_size=1 / 4, vocab_size=4096, max_len=128, dropout=0.0, init_std=0.08,
                    max_predictions=5, seq_len=32, batch_size=64, steps=3000, lr=1e-3, warmup=200, log_interval=100,
                    eval_interval=500, eval_examples=1024),
@@ -115,7 +115,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)
         self.positions = nn.Embedding(cfg.max_len, cfg.embed)
-        self.types = nn.Embedding(cfg.type_vocab, cfg.embed)
+        self.types = nn.Embedding(cfg.type_vocab, cfg.embed)  # segment A / B, §3.2
         self.ln = nn.LayerNorm(cfg.embed, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -123,7 +123,7 @@ class Embeddings(nn.Module):
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
-        return self.drop(self.ln(x))
+        return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
 
 
 class Encoder(nn.Module):
@@ -150,13 +150,14 @@ class Model(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.embeddings = Embeddings(cfg)  # ONE module that both encoders read, not a copy (§3.1, bug class 6)
+        self.embeddings = Embeddings(cfg)  # ONE module that both encoders read, not a copy (§3.1)
         g = cfg.gen_hidden
         self.generator = Encoder(cfg, g, max(1, g // 64), 4 * g)  # heads and FFN as the release sizes them
         self.discriminator = Encoder(cfg, cfg.hidden, cfg.heads, cfg.ffn)
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(g, cfg.embed), "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(g, cfg.embed),  # the MLM head\'s transform
+                                  "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)
-        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy (bug class 6); own bias
+        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
         self.rtd = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden), "out": nn.Linear(cfg.hidden, 1)})
         self.apply(self._init)
         for m in (self.rtd.out, self.generator.project, self.discriminator.project):
@@ -190,7 +191,7 @@ class Model(nn.Module):
         MLM logits (B, P, V) at the masked `positions` (B, P); tokens sampled from them in place of the originals
         `labels` (B, P); the discriminator's logits (B, T) on the result, and its labels (B, T)."""
         h = self.generator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
-        h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): the vocabulary only where needed
+        h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): the masked positions only
         h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
         h = self.mlm.ln(h)  # LayerNorm (B, P, E)
         logits = self.head(h)  # (B, P, V): scored against the token embeddings
@@ -213,8 +214,10 @@ def load_data(docs, tokenizer, out, cfg):
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     for split in data.values():
         split.update(make_instances(split, cfg, np.random.default_rng(12345), special))  # the release's default seed
-        split["special"], split["mask_id"], split["pad_id"] = np.array(list(special.values())), special["mask"], special["pad"]
-        split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])  # unknown tokens may be, release
+        split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
+        split["pad_id"] = special["pad"]
+        # padding, start and separator are never masked; the unknown token may be, as in the release
+        split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no training examples")
@@ -222,9 +225,10 @@ def load_data(docs, tokenizer, out, cfg):
 
 
 def make_instances(split, cfg, rng, special):
-    """[CLS] A [SEP] B [SEP], as the release's build_pretraining_dataset: a document's sentences gathered up to a target length (5% of the time a random shorter
-    one), then cut in two at a sentence near the middle, or 10% of the time kept as one segment [CLS] A [SEP].
-    An example never crosses a document; there is no next sentence prediction (release)."""
+    """[CLS] A [SEP] B [SEP], as the release's build_pretraining_dataset: a document's sentences gathered up to a
+    target length (5% of the time a random shorter one), then cut in two at a sentence near the middle, or 10% of
+    the time kept as one segment [CLS] A [SEP]. An example never crosses a document; there is no next sentence
+    prediction (release)."""
     tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
     ids, types = [], []
 
@@ -269,7 +273,8 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
     real = (input_ids != split["pad_id"]).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
     n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob))).astype(np.int64)
-    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # a random order of candidates
+    # a random order of each row's candidates (the others sort last), the first P of it
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # (B, P)
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
     labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
@@ -287,8 +292,9 @@ def epoch_order(n, seed, epoch):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the example, not the
-    instance: every time an instance is fed it gets a fresh mask (the release masks inside the training graph)."""
+    """Example `i` is instance epoch_order[i % n] of epoch i // n.
+    Its mask is keyed by the example, not the instance: every time an instance is fed it gets a fresh mask (the
+    release masks inside the training graph)."""
     n = len(data["input_ids"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
@@ -326,7 +332,7 @@ def compute_loss(model, batch):
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
     mlm_logits, rtd_logits, replaced = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                              batch["mlm_positions"], labels)  # (B, P, V), (B, T), (B, T)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # only where a token was chosen (bug 2)
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # -100 slots ignored
     real = batch["attention_mask"].bool()  # [CLS] and [SEP] count, padding does not
     per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(), reduction="none")
     rtd_loss = (per_token * real).sum() / real.sum()
@@ -384,13 +390,14 @@ def train_tokenizer(docs, cfg):
     from tokenizers import Tokenizer, models, trainers
 
     tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
-    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()), show_progress=False)
+    trainer = trainers.WordPieceTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()),
+                                        show_progress=False)
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
     return tok
 
 
 def load_tokenizer(folder):
-    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the bert-base-uncased `vocab.txt`."""
+    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the released vocabulary files."""
     from tokenizers import Tokenizer, models
 
     folder = Path(folder)
@@ -438,7 +445,8 @@ def report(metrics_path):
     """The last evaluation's replaced token detection, side by side: plausible (generator) and easy (uniform) fakes."""
     v = [r for r in map(json.loads, Path(metrics_path).read_text().splitlines()) if "val_auc" in r][-1]
     print(f"discriminator at step {v['step']}, validation (means over batches):   generator samples   uniform random\n"
-          f"  ROC AUC, content tokens                                {v['val_auc']:>10.3f}   {v['val_auc_uniform']:>14.3f}\n"
+          f"  ROC AUC, content tokens                                {v['val_auc']:>10.3f}"
+          f"   {v['val_auc_uniform']:>14.3f}\n"
           f"  loss (the best constant guess)                 {v['val_rtd_loss']:>10.3f} ({v['val_const_loss']:.3f})\n"
           f"  accuracy (answering 'original' everywhere)     {v['val_rtd_acc']:>10.2%} ({1 - v['val_replaced']:.2%})\n"
           f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f}, {v['val_recall']:.2f}")
@@ -486,11 +494,13 @@ def load_pretrained(path, base=None, generator=None):
                               type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
                               hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
                               activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
-                              dropout=hf.get("hidden_dropout_prob", base.dropout), embed=hf.get("embedding_size", hidden))
+                              dropout=hf.get("hidden_dropout_prob", base.dropout),
+                              embed=hf.get("embedding_size", hidden))
     if cfg.activation not in common.ACTIVATIONS:
         raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
+    sd = {k.removeprefix("electra."): v for k, v in sd.items()}
     skip = ("generator_lm_head.weight", "embeddings.position_ids", "embeddings.token_type_ids")  # tied; buffers
-    ours = rename({k.removeprefix("electra."): v for k, v in sd.items()}, tower_names("discriminator"), skip)
+    ours = rename(sd, tower_names("discriminator"), skip)
     if generator is not None:
         gen_hf, gen_sd = read_pretrained(generator, "electra")
         g = gen_hf["hidden_size"]
@@ -567,7 +577,8 @@ def default_corpus():
             tree = ast.parse(Path(f).read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        nodes = (n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        nodes = (n for n in ast.walk(tree) if isinstance(n, kinds))
         texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
     docs = []
     for text in texts:
@@ -720,7 +731,8 @@ def read_pretrained(path, model_type):
     except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
         raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
     if hf.get("model_type") != model_type:
-        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this script loads {model_type!r}")
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, "
+                        f"this script loads {model_type!r}")
     try:
         if (path / "model.safetensors").exists():
             from safetensors.torch import load_file
@@ -733,7 +745,9 @@ def read_pretrained(path, model_type):
         raise
     except Exception as e:
         raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
-    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    # older TensorFlow ports name LayerNorm's parameters gamma and beta
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+          for k, v in sd.items()}
     return hf, sd
 
 
@@ -819,12 +833,13 @@ def setup_runtime(args):
         torch.backends.cudnn.allow_tf32 = True
     dtype = args.dtype
     if dtype == "auto":
-        dtype = "fp32" if device.type == "cpu" else "bf16" if device.type == "mps" or torch.cuda.is_bf16_supported() else "fp16"
+        bf16 = device.type == "mps" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        dtype = "fp32" if device.type == "cpu" else "bf16" if bf16 else "fp16"
     if ddp:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
     return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
-                              amp=torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype),
-                                                 enabled=dtype != "fp32"))
+                              amp=torch.autocast(device.type, dtype=amp_dtype, enabled=dtype != "fp32"))
 
 
 def configure_optimizer(model, cfg, device):
@@ -838,7 +853,7 @@ def configure_optimizer(model, cfg, device):
 
 def get_lr(step, cfg):
     """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
-    if step < cfg.warmup:  # step + 1: the first update already moves the weights (bug class 7)
+    if step < cfg.warmup:  # step + 1: even the first update moves the weights
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
@@ -964,6 +979,7 @@ def overrides(args):
 
 def train(args):
     """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
+    # 1. settings: the preset, or the resumed run's own config, with the command line's overrides
     if args.size not in PRESETS:
         raise UserError(f"--size {args.size!r} is unknown; choose one of {', '.join(PRESETS)}")
     out = Path(args.out)
@@ -977,6 +993,7 @@ def train(args):
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg
     rt = setup_runtime(args)  # the device is checked before the data work
+    # 2. the run folder, owned by this run alone
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -986,6 +1003,7 @@ def train(args):
     if state is not None and not (out / "tokenizer.json").exists():  # a new tokenizer would change what ids mean
         raise UserError(f"{out / 'tokenizer.json'} is missing: the checkpoint needs the tokenizer it was trained with")
     lock = take_lock(out) if rt.master else None  # one run per folder
+    # 3. data: corpus, tokenizer (trained once, then read back) and the paper's training examples
     if rt.master:  # no silent phase: the default corpus alone takes seconds to read
         print(f"reading the corpus ({args.data or 'the docs shipped with Python'})", flush=True)
     docs = read_corpus(args.data)  # every input is checked before the first file is written
@@ -1005,6 +1023,7 @@ def train(args):
     if rt.ddp and rt.master:
         torch.distributed.barrier()
 
+    # 4. model, optimiser and loss scaler, fresh or as the checkpoint left them
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = pretrained if pretrained is not None else Model(cfg)
     model.tokenizer = tokenizer
@@ -1023,7 +1042,7 @@ def train(args):
             torch.cuda.set_rng_state(state["cuda_rng"])
     else:
         torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
-    raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes (bug class 9)
+    raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes
     if args.compile:
         if rt.master:
             print("compiling the model: the first steps take a while", flush=True)
@@ -1032,6 +1051,7 @@ def train(args):
         device_ids = [rt.device.index] if rt.device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
+    # 5. logging: metrics.jsonl and one line per log interval
     metrics_path = out / "metrics.jsonl"
     if rt.master:  # on resume, forget what was logged after the checkpoint
         lines = metrics_path.read_text().splitlines() if state and metrics_path.exists() else []
@@ -1044,7 +1064,8 @@ def train(args):
             return
         with open(metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}", "eta_s": "eta {:.0f}s"}
+        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}",
+               "eta_s": "eta {:.0f}s"}
         print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
 
     def batch_at(seen, micro):
@@ -1056,6 +1077,7 @@ def train(args):
             return {k: v.pin_memory().to(rt.device, non_blocking=True) for k, v in batch.items()}
         return {k: v.to(rt.device) for k, v in batch.items()}
 
+    # 6. the loop: a step is A micro-batches on each of W processes; the next batch is built during the backward
     B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
     tokens_per_step = B * A * W * cfg.seq_len
     peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
@@ -1067,7 +1089,7 @@ def train(args):
         lr = get_lr(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        for micro in range(A):
+        for micro in range(A):  # forward and backward of each micro-batch; gradients add up
             with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():  # one all-reduce a step
                 with rt.amp:
                     loss, metrics = compute_loss(model, batch)
@@ -1078,6 +1100,7 @@ def train(args):
             last = micro == A - 1
             batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
             data_time += time.time() - t0
+        # the update: clip, step, clear
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
         if cfg.clip > 0:  # 0 = no clipping
             torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
@@ -1086,6 +1109,7 @@ def train(args):
         optimizer.zero_grad(set_to_none=True)
         step, seen = step + 1, seen + A * W * B
 
+        # log the means since the last line, evaluate, stop on a broken loss, save
         record = {"step": step}
         if step % cfg.log_interval == 0 or step == cfg.steps:
             values = torch.stack(list(sums.values())) / (step - step_log)  # the only host sync of the loop
@@ -1097,22 +1121,23 @@ def train(args):
                           tokens_per_s=round((step - step_log) * tokens_per_step / dt))
             if peak:
                 record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
-            record.update(data_frac=round(data_time / dt, 4), eta_s=(now - t_start) / (step - step_start) * (cfg.steps - step))
+            eta = (now - t_start) / (step - step_start) * (cfg.steps - step)
+            record.update(data_frac=round(data_time / dt, 4), eta_s=eta)
             sums, t_log, step_log, data_time = {}, now, step, 0.0
         if step % cfg.eval_interval == 0 or step == cfg.steps:
             record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
         bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
-        if bad:  # stop before the checkpoint below can save a broken model (bug class 13)
-            raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. Lower --lr, "
-                            "or train in --dtype bf16 or fp32 instead of fp16")
+        if bad:  # stop before the checkpoint below can save a broken model
+            raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. "
+                            "Lower --lr, or train in --dtype bf16 or fp32 instead of fp16")
         if len(record) > 1:
             log(record)
         if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps):
             save_checkpoint(ckpt_path, {
                 "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
-                "rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {}),
-                "tokenizer": fingerprint(tokenizer)})
+                "rng": torch.get_rng_state(), "tokenizer": fingerprint(tokenizer),
+                **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})})
     if rt.master:
         print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
         release_lock(lock)
@@ -1138,17 +1163,22 @@ def load_model(args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--train", action="store_true", help="pretrain, then run the demo")
     p.add_argument("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
     p.add_argument("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
                                                 "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
-    p.add_argument("--out", default=f"runs/{Path(__file__).stem}", help="run folder: tokenizer, token cache, checkpoint, metrics")
+    p.add_argument("--out", default=f"runs/{Path(__file__).stem}",
+                   help="run folder: tokenizer, token cache, checkpoint, metrics")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None, help="sequences per micro-batch per process (default: the preset's)")
-    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimiser step (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sequences per micro-batch per process (default: the preset's)")
+    p.add_argument("--grad-accum", type=int, default=None,
+                   help="micro-batches per optimiser step (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto: CUDA, then MPS, then CPU")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")

@@ -36,7 +36,8 @@ def measure(script, size, batch=8, seq=128):
     loss, _ = mod.compute_loss(model, batch_)
     loss.backward()
     optimizer.step()
-    state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+    tensors = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    state = sum(t.numel() * t.element_size() for t in tensors)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base  # KiB on Linux
     return {"model": f"{script}:{size}", "hidden": cfg.hidden, "params": model.num_params(),

@@ -71,8 +71,8 @@ def main(argv=None):
     except module.UserError as e:
         sys.exit(f"error: {e}")
     r = probe(module, model, split, cfg)
-    print(f"{args.script} at step {state['step']}, validation MLM: loss {r['loss']:.3f} as is, {r['loss_shuffled']:.3f} "
-          f"shuffled; accuracy {r['acc']:.1%} as is, {r['acc_shuffled']:.1%} shuffled")
+    print(f"{args.script} at step {state['step']}, validation MLM: loss {r['loss']:.3f} as is, "
+          f"{r['loss_shuffled']:.3f} shuffled; accuracy {r['acc']:.1%} as is, {r['acc_shuffled']:.1%} shuffled")
     return r
 
 

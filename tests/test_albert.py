@@ -126,7 +126,7 @@ def test_ngram_lengths_and_whole_words(data):
             assert starts[run[0]] and ends[run[-1]]  # whole words only
             lengths.append(int(starts[run].sum()))  # words in the span (adjacent spans can merge; rare)
     freq = np.bincount(lengths, minlength=4)[1:4] / len(lengths)
-    assert freq[0] > freq[1] > freq[2] > 0.05  # short spans most often (bug class 12)
+    assert freq[0] > freq[1] > freq[2] > 0.05  # short spans most often: p(n) ∝ 1/n
     assert freq == pytest.approx([6 / 11, 3 / 11, 2 / 11], abs=0.06)
     chosen = labels != -100
     assert chosen.sum() / (~np.isin(ids, split["never_masked"])).sum() == pytest.approx(0.15, abs=0.02)
@@ -168,7 +168,8 @@ def test_tiny_run_lowers_the_loss(corpus, tokenizer_file, tmp_path, monkeypatch)
                                                      dupe_factor=2))
     shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
     albert.train(albert.build_parser().parse_args(
-        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "60"]))
+        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus),
+         "--steps", "60"]))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val_mlm_loss"] < rows[0]["val_mlm_loss"] - 0.5 and "sop_acc" in rows[-1]
     state = albert.load_checkpoint(tmp_path / "ckpt.pt")
@@ -179,7 +180,8 @@ def test_tiny_run_lowers_the_loss(corpus, tokenizer_file, tmp_path, monkeypatch)
 def test_bad_input_gives_one_clear_line(tmp_path, capsys):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     assert albert.run(albert.main, ["--fill", "a [MASK]", "--from-pretrained", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: --from-pretrained {tmp_path}: holds a 'bert' model, this script loads 'albert'\n"
+    assert capsys.readouterr().err == (f"error: --from-pretrained {tmp_path}: holds a 'bert' model, "
+                                       "this script loads 'albert'\n")
 
 
 def test_diff_against_bert_stays_within_budget():

@@ -87,8 +87,13 @@ def test_parity_with_bert_for_pretraining(reference):
 def test_legacy_checkpoint_names_without_prefix_or_decoder_bias(reference, tmp_path):
     hf, path = reference
     (tmp_path / "config.json").write_text((path / "config.json").read_text())
-    sd = {k.removeprefix("bert.").replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-          for k, v in hf.state_dict().items() if k != "cls.predictions.decoder.weight"}
+    legacy = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+    sd = {}
+    for k, v in hf.state_dict().items():
+        if k != "cls.predictions.decoder.weight":
+            for new, old in legacy.items():
+                k = k.replace(new, old)
+            sd[k.removeprefix("bert.")] = v
     sd["embeddings.position_ids"] = torch.arange(24)[None]  # an old buffer, ignored
     torch.save(sd, tmp_path / "pytorch_model.bin")
     check_parity(bert.Model.from_pretrained(tmp_path).eval(), hf)
@@ -142,7 +147,8 @@ def test_padding_leaves_real_positions_unchanged():
     padded = torch.cat([ids, torch.zeros(1, 6, dtype=torch.long)], 1)
     with torch.no_grad():
         a = model.encode(ids, None, types)
-        b = model.encode(padded, torch.tensor([[1] * 10 + [0] * 6]), torch.cat([types, torch.zeros(1, 6, dtype=torch.long)], 1))
+        padded_types = torch.cat([types, torch.zeros(1, 6, dtype=torch.long)], 1)
+        b = model.encode(padded, torch.tensor([[1] * 10 + [0] * 6]), padded_types)
     torch.testing.assert_close(b[:, :10], a, atol=1e-5, rtol=0)
 
 
@@ -196,7 +202,7 @@ def test_nsp_labels_are_balanced(data):
 
 def test_masking_statistics(data):
     split = data[0]["train"]
-    ids = split["input_ids"][np.arange(4000) % len(split["pair_labels"])].astype(np.int64)  # the same rows under other keys
+    ids = split["input_ids"][np.arange(4000) % len(split["pair_labels"])].astype(np.int64)  # rows again, other keys
     new, positions, labels = bert.mask_tokens(ids, np.arange(4000), 0, split, tiny(max_predictions=128))  # no cap
     chosen = labels != -100
     rows = np.broadcast_to(np.arange(4000)[:, None], positions.shape)[chosen]
@@ -233,7 +239,7 @@ def test_a_short_target_length_holds_for_a_whole_document_pass(script):
     a_doc = (out["input_ids"][:, 1] - 5) // 100  # ALBERT's swapped pairs start with the other segment, same document
     passes = np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(a_doc)) + 1)  # one document, one pass each
     assert len(passes) == 10 * D
-    random_b = out.get("pair_labels", np.zeros(len(lengths), int))  # BERT's B from another document fills to the target too
+    random_b = out.get("pair_labels", np.zeros(len(lengths), int))  # BERT's B from another document fills up too
     seen = []
     for group in passes:
         inner = [i for i in group[:-1] if random_b[i] == 0]  # B = the rest of the chunk; the last chunk is cut short
@@ -254,7 +260,8 @@ def test_unk_may_be_masked_cls_sep_and_padding_never(data):
 @pytest.mark.parametrize("std", [0.02, 0.08])
 def test_weights_are_initialised_from_a_normal_truncated_at_two_deviations(std):
     model = bert.Model(tiny(init_std=std))
-    weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))])
+    kinds = (torch.nn.Linear, torch.nn.Embedding)
+    weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, kinds)])
     assert weights.abs().max() <= 2 * std and 0.75 * std < weights.std() < 0.95 * std  # a cut N(0, σ) has std 0.88σ
 
 
@@ -286,7 +293,8 @@ def test_nsp_loss_counts_both_classes(data):
 
 
 def test_tiny_run_lowers_mlm_loss(corpus, tokenizer_file, tmp_path, monkeypatch):
-    monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=60, log_interval=20, warmup=10, eval_examples=32, dupe_factor=2))
+    monkeypatch.setitem(bert.PRESETS, "tiny",
+                        tiny(eval_interval=60, log_interval=20, warmup=10, eval_examples=32, dupe_factor=2))
     bert.train(train_args(tmp_path, corpus, tokenizer_file, "--steps", 60))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val_mlm_loss"] < rows[0]["val_mlm_loss"] - 1.0

@@ -81,7 +81,8 @@ def test_parity_with_electra_for_pretraining_and_masked_lm(reference):
 def test_discriminator_alone_gets_a_fresh_generator_and_a_warning(reference, capsys):
     disc, _, disc_path, _ = reference
     ours = electra.Model.from_pretrained(disc_path).eval()
-    assert "has no generator.blocks, generator.project, head, mlm.dense, mlm.ln: freshly initialised" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has no generator.blocks, generator.project, head, mlm.dense, mlm.ln: freshly initialised" in err
     ids, mask, types = inputs()
     with torch.no_grad():
         torch.testing.assert_close(ours.detect(ids, mask, types)[mask.bool()],
@@ -114,8 +115,8 @@ def test_paper_sizes_have_the_reference_parameter_counts(size, disc_count, gen_c
     with torch.device("meta"):
         model = electra.Model(cfg)
         g = cfg.gen_hidden
-        reference = ElectraForMaskedLM(ElectraConfig(embedding_size=cfg.embed, hidden_size=g, num_attention_heads=max(1, g // 64),
-                                                     intermediate_size=4 * g))
+        reference = ElectraForMaskedLM(ElectraConfig(embedding_size=cfg.embed, hidden_size=g,
+                                                     num_attention_heads=max(1, g // 64), intermediate_size=4 * g))
     params = dict(model.named_parameters())
     disc = sum(p.numel() for n, p in params.items() if n.startswith(("embeddings.", "discriminator.", "rtd.")))
     gen = sum(p.numel() for n, p in params.items() if n.startswith(("embeddings.", "generator.", "mlm.", "head.")))
@@ -191,7 +192,8 @@ def test_masks_are_dynamic(data):
     k = electra.epoch_order(n, 0, 0)[5]
     second = n + int(np.flatnonzero(electra.epoch_order(n, 0, 1) == k)[0])  # the same example, one epoch later
     a, b = electra.get_batch(split, [5], 0, tiny()), electra.get_batch(split, [second], 0, tiny())
-    assert torch.equal(a["attention_mask"], b["attention_mask"]) and not torch.equal(a["mlm_positions"], b["mlm_positions"])
+    assert torch.equal(a["attention_mask"], b["attention_mask"])
+    assert not torch.equal(a["mlm_positions"], b["mlm_positions"])
 
 
 def test_examples_are_one_or_two_segments_of_one_document():
@@ -228,7 +230,8 @@ def test_tiny_run_learns_to_detect_replaced_content_tokens(corpus, tokenizer_fil
 
     monkeypatch.setitem(electra.PRESETS, "tiny", tiny(eval_interval=400, log_interval=50, eval_examples=256))
     shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
-    args = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "400"]
+    args = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus),
+            "--steps", "400"]
     assert electra.run(electra.main, args) == 0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
@@ -258,8 +261,8 @@ def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch)
     for name, stops in (("resumed", [2, 4]), ("straight", [4])):  # within the 50 warmup steps: the same schedule
         shutil.copytree(tokenizer_file.parent, tmp_path / name)
         for i, steps in enumerate(stops):
-            argv = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path / name), "--data", str(corpus),
-                    "--steps", str(steps), *(["--resume"] if i else [])]
+            argv = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path / name),
+                    "--data", str(corpus), "--steps", str(steps), *(["--resume"] if i else [])]
             electra.train(electra.build_parser().parse_args(argv))
     rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
             for d in ("resumed", "straight")]

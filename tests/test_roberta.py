@@ -77,7 +77,8 @@ def test_position_ids_start_after_the_padding_index():
     ids = torch.randint(5, 4096, (1, 6))
     padded = torch.cat([ids, torch.ones(1, 4, dtype=torch.long)], 1)
     with torch.no_grad():
-        torch.testing.assert_close(model.encode(padded, (padded != 1).long())[:, :6], model.encode(ids), atol=1e-5, rtol=0)
+        with_padding = model.encode(padded, (padded != 1).long())[:, :6]
+        torch.testing.assert_close(with_padding, model.encode(ids), atol=1e-5, rtol=0)
     assert model.embeddings.positions.padding_idx == model.embeddings.tokens.padding_idx == 1
     assert not model.embeddings.positions.weight[1].any()
 
@@ -152,7 +153,8 @@ def test_tiny_run_lowers_the_loss(corpus, tokenizer_file, tmp_path, monkeypatch)
     monkeypatch.setitem(roberta.PRESETS, "tiny", tiny(eval_interval=60, log_interval=20, warmup=10, eval_examples=32))
     shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
     roberta.train(roberta.build_parser().parse_args(
-        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "60"]))
+        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus),
+         "--steps", "60"]))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0 and "mlm_acc" in rows[-1]
     assert roberta.run(roberta.main, ["--out", str(tmp_path), "--fill", "The <mask> is here."]) == 0
@@ -165,7 +167,8 @@ def test_no_gradient_clipping(corpus, tokenizer_file, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: calls.append(a))
     shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
     roberta.train(roberta.build_parser().parse_args(
-        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus), "--steps", "2"]))
+        ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus),
+         "--steps", "2"]))
     assert calls == []
 
 

@@ -101,7 +101,8 @@ def fix(canonical_path=CANONICAL, scripts=SCRIPTS):
 
 def test_a_new_drifted_or_missing_definition_is_caught_and_fixed(tmp_path):
     source = CANONICAL.read_text()
-    grown = source.replace('\n\nif __name__ == "__main__":', '\n\ndef helper():\n    return 1\n\n\nif __name__ == "__main__":')
+    main_guard = '\n\nif __name__ == "__main__":'
+    grown = source.replace(main_guard, '\n\ndef helper():\n    return 1\n' + main_guard)
     drifted = source.replace('"""Linear warmup from', '"""A drifted copy: linear warmup from')
     assert grown != source and drifted != source
     assert problems(grown, source, "bert") == ["bert: the shared helper is missing"]
