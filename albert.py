@@ -127,7 +127,7 @@ class Model(nn.Module):
         self.project = nn.Linear(cfg.embed, cfg.hidden)  # E -> H, §3.1
         self.block = common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
         self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, §3.1
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed),  # the MLM head\'s transform
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed),  # the MLM head's transform
                                   "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
@@ -160,8 +160,8 @@ class Model(nn.Module):
         pair = self.sop(torch.tanh(self.pooler(h[:, 0])))  # (B, 2): [CLS] summarises the pair
         if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
-        h = self.mlm.ln(h)  # LayerNorm (B, P, E)
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+        h = self.mlm.ln(h)  # then LayerNorm (B, P, E)
         return self.head(h), pair  # (B, P, V): scored against the token embeddings
 
     @classmethod
@@ -249,37 +249,38 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     B, T = input_ids.shape
     P, rows = cfg.max_predictions, np.arange(B)
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)  # a word never spans [SEP]
+    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)  # (B, T): a word never spans [SEP]
     starts = candidate & (split["word_start"][input_ids] | after_gap)  # a word's first token, (B, T)
     word = np.where(candidate, np.cumsum(starts, 1) - 1, -1)  # each token's word in its row, (B, T)
     words = starts.sum(1)  # (B,)
     W = max(1, int(words.max()))
-    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # tokens of each word, padded
-    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)
-    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)  # tokens before each word
+    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # (B, W + max_ngram): tokens of each word, padded
+    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)  # count per word
+    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)  # (B, W + max_ngram + 1)
     budget = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
     p_ngram = 1 / np.arange(1, cfg.max_ngram + 1)
     n_of = 1 + np.searchsorted(np.cumsum(p_ngram / p_ngram.sum()), uniform(seed, keys, W, 3))  # 6/11, 3/11, 2/11
     order = np.argsort(np.where(np.arange(W) < words[:, None], uniform(seed, keys, W, 4), 2.0), axis=1)  # (B, W)
-    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)
+    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)  # words taken, tokens taken
     for rank in range(W):
         first = order[:, rank]  # (B,): each row's next span starts at this word
         n = np.minimum(n_of[rows, first], words - first)  # spans end at the row's last word
         size = before[rows, first + n] - before[rows, first]
         span = first[:, None] + np.arange(cfg.max_ngram)  # (B, max_ngram)
-        inside = np.arange(cfg.max_ngram) < n[:, None]
-        ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)
-        taken[rows[:, None], span] |= inside & ok[:, None]
+        inside = np.arange(cfg.max_ngram) < n[:, None]  # (B, max_ngram): the span's own words
+        ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)  # (B,)
+        taken[rows[:, None], span] |= inside & ok[:, None]  # (B, max_ngram) entries of (B, W + max_ngram)
         count += np.where(ok, size, 0)
     chosen = candidate & taken[rows[:, None], np.maximum(word, 0)]  # (B, T)
-    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # the chosen positions first, in order
-    labels = np.where(np.arange(P) < chosen.sum(1)[:, None], np.take_along_axis(input_ids, positions, 1), -100)
+    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # (B, P): the chosen positions first, in order
+    found = np.take_along_axis(input_ids, positions, 1)  # (B, P)
+    labels = np.where(np.arange(P) < chosen.sum(1)[:, None], found, -100)  # (B, P)
     positions = np.where(labels != -100, positions, 0)
     u = uniform(seed, keys, P, 1)
     random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
     replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
     ids, used = input_ids.copy(), labels != -100
-    ids[np.broadcast_to(rows[:, None], (B, P))[used], positions[used]] = replaced[used]
+    ids[np.broadcast_to(rows[:, None], (B, P))[used], positions[used]] = replaced[used]  # (B, T)
     return ids, positions, labels
 
 
@@ -310,7 +311,7 @@ def compute_loss(model, batch):
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
     mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                    batch["mlm_positions"])  # (B, P, V), (B, 2)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # -100 slots ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
     pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count: no ignore_index
     chosen = labels != -100
     metrics = {"mlm_loss": mlm_loss, "sop_loss": pair_loss,
@@ -475,11 +476,12 @@ def get_tokenizer(out, docs, cfg):
     path = Path(out) / "tokenizer.json"
     if path.exists():
         return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
     tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
+    train_tokenizer(docs, cfg).save(str(tmp))
     os.replace(tmp, path)
-    return tok
+    # read back, not the trained object: a unigram model's scores print differently before and after a save, and
+    # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
+    return load_tokenizer(out)
 
 
 def split_sentences(text):

@@ -126,7 +126,7 @@ class Model(nn.Module):
             common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
             for _ in range(cfg.layers))
         self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, §3.1
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # the MLM head\'s transform
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # the MLM head's transform
                                   "ln": nn.LayerNorm(cfg.hidden, eps=cfg.eps)})
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
@@ -159,8 +159,8 @@ class Model(nn.Module):
         pair = self.nsp(torch.tanh(self.pooler(h[:, 0])))  # (B, 2): [CLS] summarises the pair
         if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
-        h = self.mlm.ln(h)  # LayerNorm (B, P, H)
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+        h = self.mlm.ln(h)  # then LayerNorm (B, P, H)
         return self.head(h), pair  # (B, P, V): scored against the token embeddings
 
     @classmethod
@@ -251,12 +251,12 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # (B, P)
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
-    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
+    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)  # (B, P)
     u = uniform(seed, keys, P, 1)
     random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
     replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
     ids = input_ids.copy()
-    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))  # each slot's row
     ids[rows[chosen], positions[chosen]] = replaced[chosen]
     return ids, positions, labels
 
@@ -288,7 +288,7 @@ def compute_loss(model, batch):
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
     mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                    batch["mlm_positions"])  # (B, P, V), (B, 2)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # -100 slots ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
     pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count: no ignore_index
     chosen = labels != -100
     metrics = {"mlm_loss": mlm_loss, "nsp_loss": pair_loss,
@@ -426,11 +426,12 @@ def get_tokenizer(out, docs, cfg):
     path = Path(out) / "tokenizer.json"
     if path.exists():
         return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
     tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
+    train_tokenizer(docs, cfg).save(str(tmp))
     os.replace(tmp, path)
-    return tok
+    # read back, not the trained object: a unigram model's scores print differently before and after a save, and
+    # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
+    return load_tokenizer(out)
 
 
 def split_sentences(text):

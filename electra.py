@@ -154,7 +154,7 @@ class Model(nn.Module):
         g = cfg.gen_hidden
         self.generator = Encoder(cfg, g, max(1, g // 64), 4 * g)  # heads and FFN as the release sizes them
         self.discriminator = Encoder(cfg, cfg.hidden, cfg.heads, cfg.ffn)
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(g, cfg.embed),  # the MLM head\'s transform
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(g, cfg.embed),  # the MLM head's transform
                                   "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
@@ -192,8 +192,8 @@ class Model(nn.Module):
         `labels` (B, P); the discriminator's logits (B, T) on the result, and its labels (B, T)."""
         h = self.generator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
         h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): the masked positions only
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head's transform: dense, GELU,
-        h = self.mlm.ln(h)  # LayerNorm (B, P, E)
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+        h = self.mlm.ln(h)  # then LayerNorm (B, P, E)
         logits = self.head(h)  # (B, P, V): scored against the token embeddings
         fake, replaced = sample_replacements(input_ids, positions, labels, logits)  # (B, T), (B, T)
         return logits, self.detect(fake, attention_mask, token_type_ids), replaced
@@ -252,8 +252,9 @@ def make_instances(split, cfg, rng, special):
                     b += s
             a = a[:cfg.seq_len - 2]
             b = b[:max(0, cfg.seq_len - len(a) - 3)]
-            ids.append([special["cls"], *a, special["sep"], *([*b, special["sep"]] if b else [])])
-            types.append([0] * (len(a) + 2) + [1] * (len(b) + 1 if b else 0))
+            second = [*b, special["sep"]] if b else []  # segment B and its separator, when there is a B
+            ids.append([special["cls"], *a, special["sep"], *second])
+            types.append([0] * (len(a) + 2) + [1] * len(second))
             chunk, length, target = [], 0, new_target()
     n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
     input_ids = np.full((n, cfg.seq_len), special["pad"], np.int32)  # (N, T), padded
@@ -277,10 +278,10 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # (B, P)
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
-    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)
+    labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)  # (B, P)
     replaced = np.where(uniform(seed, keys, P, 1) < 0.85, split["mask_id"], labels)
     ids = input_ids.copy()
-    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))
+    rows = np.broadcast_to(np.arange(B)[:, None], (B, P))  # each slot's row
     ids[rows[chosen], positions[chosen]] = replaced[chosen]
     return ids, positions, labels
 
@@ -321,9 +322,10 @@ def sample_replacements(input_ids, positions, labels, logits):
 def replace_tokens(input_ids, positions, labels, tokens):
     """`tokens` (B, P) in place of the masked ones: the corrupted ids (B, T) and the labels (B, T), 1 = replaced."""
     chosen = labels != -100
-    kept = input_ids.gather(1, positions)  # what the unused slots (at [CLS]) put back
+    kept = input_ids.gather(1, positions)  # (B, P): what the unused slots (at [CLS]) put back
     fake = input_ids.scatter(1, positions, torch.where(chosen, tokens, kept))  # (B, T)
-    return fake, torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))
+    replaced = torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))  # (B, T)
+    return fake, replaced
 
 
 def compute_loss(model, batch):
@@ -332,7 +334,7 @@ def compute_loss(model, batch):
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
     mlm_logits, rtd_logits, replaced = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                              batch["mlm_positions"], labels)  # (B, P, V), (B, T), (B, T)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # -100 slots ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
     real = batch["attention_mask"].bool()  # [CLS] and [SEP] count, padding does not
     per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(), reduction="none")
     rtd_loss = (per_token * real).sum() / real.sum()
@@ -362,9 +364,9 @@ def roc_auc(scores, positive, where):
     """Area under the ROC curve of `scores` (B, T) for telling `positive` from the other tokens `where` is set: the
     chance that a random replaced token scores above a random original one (0.5 = guessing). Threshold-free, unlike
     accuracy against a constant that is right 85% of the time. Without a host sync: tokens left out rank lowest."""
-    s = torch.where(where, scores.float(), float("-inf")).flatten()
+    s = torch.where(where, scores.float(), float("-inf")).flatten()  # (B·T,)
     ranks = s.argsort().argsort() + 1 - (~where).sum()  # 1..n among the tokens kept
-    pos = (positive & where).flatten()
+    pos = (positive & where).flatten()  # (B·T,)
     n_pos = pos.sum()
     return ((ranks * pos).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (where.sum() - n_pos)).clamp(min=1)
 
@@ -548,11 +550,12 @@ def get_tokenizer(out, docs, cfg):
     path = Path(out) / "tokenizer.json"
     if path.exists():
         return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
     tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
+    train_tokenizer(docs, cfg).save(str(tmp))
     os.replace(tmp, path)
-    return tok
+    # read back, not the trained object: a unigram model's scores print differently before and after a save, and
+    # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
+    return load_tokenizer(out)
 
 
 def split_sentences(text):

@@ -108,7 +108,7 @@ class Model(nn.Module):
             common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
             for _ in range(cfg.layers))
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
-        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy, so both uses train it
+        self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy
         self.apply(self._init)
         self.tokenizer = None
 
@@ -132,7 +132,8 @@ class Model(nn.Module):
         logits = self.head(self.encode(input_ids, attention_mask))  # (B, T, V): position t predicts token t + 1
         if targets is None:
             return logits, None
-        return logits, F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)  # (B·T, V), (B·T,)
+        return logits, loss
 
     @torch.no_grad()
     def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, generator=None):
@@ -144,7 +145,7 @@ class Model(nn.Module):
                 kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
-            input_ids = torch.cat([input_ids, nxt], dim=1)
+            input_ids = torch.cat([input_ids, nxt], dim=1)  # (1, T + 1)
         return input_ids
 
     @classmethod
@@ -265,9 +266,17 @@ def demo(model, args):
 # --- checkpoints: the Hugging Face layout ---
 
 # OpenAIGPTLMHeadModel's names -> ours, replaced in this order
-HF_NAMES = [("tokens_embed", "embeddings.tokens"), ("positions_embed", "embeddings.positions"), ("h.", "blocks."),
-            ("c_attn", "qkv"), ("attn.c_proj", "attn.proj"), ("mlp.c_fc", "mlp.fc"), ("mlp.c_proj", "mlp.proj"),
-            ("ln_1", "ln1"), ("ln_2", "ln2")]
+HF_NAMES = [
+    ("tokens_embed", "embeddings.tokens"),
+    ("positions_embed", "embeddings.positions"),
+    ("h.", "blocks."),
+    ("c_attn", "qkv"),
+    ("attn.c_proj", "attn.proj"),
+    ("mlp.c_fc", "mlp.fc"),
+    ("mlp.c_proj", "mlp.proj"),
+    ("ln_1", "ln1"),
+    ("ln_2", "ln2"),
+]
 
 
 def load_pretrained(path, base=None):
@@ -304,11 +313,12 @@ def get_tokenizer(out, docs, cfg):
     path = Path(out) / "tokenizer.json"
     if path.exists():
         return load_tokenizer(out)
-    tok = train_tokenizer(docs, cfg)
     tmp = path.with_suffix(".tmp")
-    tok.save(str(tmp))
+    train_tokenizer(docs, cfg).save(str(tmp))
     os.replace(tmp, path)
-    return tok
+    # read back, not the trained object: a unigram model's scores print differently before and after a save, and
+    # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
+    return load_tokenizer(out)
 
 
 def split_sentences(text):
