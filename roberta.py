@@ -63,7 +63,7 @@ class Config:
     lr: float = 6e-4  # Table 9
     warmup: int = 24_000  # Table 9
     schedule: str = "linear"  # linear decay, §A.2
-    weight_decay: float = 0.01  # fairseq decays biases and LayerNorm too; ours, as bert.py, does not (README)
+    weight_decay: float = 0.01
     betas: tuple = (0.9, 0.98)  # for stability with large batches, §3.1
     adam_eps: float = 1e-6  # Table 9
     clip: float = 0.0  # no gradient clipping, Table 9
@@ -174,7 +174,7 @@ def load_data(docs, tokenizer, out, cfg):
         split.update(make_instances(split, cfg, special))  # no random choices: FULL-SENTENCES, §4.2
         split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
         split["pad_id"] = special["pad"]
-        # padding, start and separator are never masked; the unknown token may be (fairseq masks <s>, </s> too)
+        # padding, start and separator are never masked; the unknown token may be, as in the release
         split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])
         split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
         if not len(split["input_ids"]):

@@ -13,6 +13,8 @@ import torch
 import conftest
 import bert
 
+DIFF_BUDGET = 391  # changed lines in `diff gpt.py bert.py`; README quotes the count and walks through every hunk
+
 
 def tiny(**changes):
     return dataclasses.replace(bert.PRESETS["tiny"], **changes)
@@ -356,3 +358,8 @@ def test_bad_input_gives_one_clear_line(argv, message, corpus, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert (tmp_path / "corrupt" / "ckpt.pt").read_bytes() == b"garbage" and not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_diff_against_gpt_stays_within_budget():
+    changed = conftest.changed_lines("gpt.py", "bert.py")
+    assert changed <= DIFF_BUDGET, f"diff gpt.py bert.py changes {changed} lines (budget {DIFF_BUDGET})"
