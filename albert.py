@@ -389,6 +389,69 @@ def load_tokenizer(folder):
     return None
 
 
+# --- fine-tuning ---
+
+
+@dataclass
+class Recipe:
+    """How finetune.py fine-tunes this model on a task: Table 14 (A.4), its SST-2 row."""
+    lr: float = 1e-5  # Table 14
+    batch_size: int = 32  # Table 14
+    epochs: int = 10  # 20,935 steps of 32 sentences, Table 14
+    warmup: float = 0.06  # 1,256 of the 20,935 steps, then linear decay, Table 14
+    weight_decay: float = 0.01  # as in pretraining, release
+    dropout: float = 0.0  # "ALBERT DR": none in the encoder, Table 14
+    head_dropout: float = 0.1  # "Classifier DR", Table 14
+    max_len: int = 512  # Table 14
+
+
+RECIPES = {
+    "paper": Recipe(),
+    # ours: the tiny preset, a thousand times smaller than the paper's model, with a step to match
+    "tiny": Recipe(lr=1e-3, epochs=10, warmup=0.1),
+}
+
+
+def encode_inputs(tokenizer, first, second=None, max_len=128):
+    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments 0 ... 0 1 ... 1 (as
+    BERT's), or [CLS] A [SEP] for one text; the longer text is cut first to fit max_len, as the release's."""
+    special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
+    firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
+    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    out = []
+    for a, b in zip(firsts, seconds or [None] * len(firsts)):
+        while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
+            (a if b is None or len(a) > len(b) else b).pop()
+        ids = [special["cls"], *a, special["sep"], *([*b, special["sep"]] if b is not None else [])]
+        out.append((ids, [0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2)))
+    return out
+
+
+class Classifier(nn.Module):
+    """AlbertForSequenceClassification: the pooled [CLS] (the pretrained pooler), dropout, and one linear layer to
+    the labels, as BERT's."""
+
+    def __init__(self, model, num_labels, recipe):
+        super().__init__()
+        self.model = model
+        self.drop = nn.Dropout(recipe.head_dropout)
+        self.out = nn.Linear(model.cfg.hidden, num_labels)
+        model._init(self.out)
+        self.pad_id = model.tokenizer.token_to_id(SPECIALS["pad"])
+        self.max_tokens = model.cfg.max_len
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, labels)
+        h = self.model.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        pooled = torch.tanh(self.model.pooler(h[:, 0]))  # (B, H)
+        return self.out(self.drop(pooled))
+
+
+def finetune_loss(clf, batch, recipe):
+    """The task's loss alone. Returns it and the logits (B, labels)."""
+    logits = clf(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    return task_loss(logits, batch["labels"]), logits
+
+
 # --- demo ---
 
 
@@ -462,6 +525,38 @@ def load_pretrained(path, base=None):
     load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("pooler.", "mlm.", "head.bias", "sop."))
     model.tokenizer = load_tokenizer(path)
     return model
+
+
+# AlbertForSequenceClassification's head -> ours (the pooler is the pretrained one)
+HF_HEAD = [("classifier", "out")]
+
+
+def hf_config(cfg, architecture):
+    """The config.json of the Hugging Face model of this shape."""
+    return {"architectures": [architecture], "model_type": "albert", "vocab_size": cfg.vocab_size,
+            "embedding_size": cfg.embed, "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers,
+            "num_hidden_groups": 1, "inner_group_num": 1, "num_attention_heads": cfg.heads,
+            "intermediate_size": cfg.ffn, "hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.dropout, "classifier_dropout_prob": 0.1,
+            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps,
+            "initializer_range": cfg.init_std, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
+
+
+def export(model, folder):
+    """The pretrained model as a Hugging Face AlbertForPreTraining folder."""
+    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)  # tied: stored once
+    sd = {k if k.startswith(("predictions.", "sop_classifier.")) else "albert." + k: v for k, v in sd.items()}
+    write_pretrained(folder, sd, hf_config(model.cfg, "AlbertForPreTraining"), model.tokenizer)
+
+
+def export_classifier(clf, folder, labels, regression):
+    """A fine-tuned Classifier as a Hugging Face AlbertForSequenceClassification folder."""
+    encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
+               if k.startswith("model.") and not k.startswith(("model.mlm.", "model.head.", "model.sop."))}
+    sd = {"albert." + k: v for k, v in unrename(encoder, HF_NAMES).items()}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "AlbertForSequenceClassification"), **label_config(labels, regression)}
+    write_pretrained(folder, sd, config, clf.model.tokenizer)
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -716,13 +811,15 @@ def rename(sd, names, skip=()):
 
 
 def unrename(sd, names):
-    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value. Where two
+    of their names map to one of ours (a tied bias), the later row of `names` gives the name."""
+    inverse = list(dict((new, old) for old, new in names).items())[::-1]  # ours -> theirs, the later row kept
     theirs = {}
     for k, v in sd.items():
         parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
         for n, t in parts:
             name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
-            for old, new in reversed(names):
+            for new, old in inverse:
                 name = name.replace(new, old)
             theirs[name] = t.detach().contiguous().cpu()
     return theirs
@@ -741,6 +838,29 @@ def write_pretrained(folder, sd, config, tokenizer):
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def task_loss(logits, labels):
+    """A fine-tuning task's loss: cross-entropy over the classes, or squared error for a regression (float labels)."""
+    if labels.is_floating_point():
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+def finetune_groups(clf, recipe):
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
+    LayerNorm gains, one learning rate for every layer."""
+    params = [p for p in clf.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
+
+
+def label_config(labels, regression):
+    """The config.json entries of a Hugging Face sequence classifier: its labels, or one regression output."""
+    names = ["LABEL_0"] if regression else [str(label) for label in labels]
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            "problem_type": "regression" if regression else "single_label_classification"}
 
 
 def setup_runtime(args):
@@ -1115,6 +1235,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="write the trained (or loaded) model to DIR in the Hugging Face layout")
     return p
 
 
@@ -1136,14 +1258,18 @@ def main(argv=None):
     p = build_parser()
     demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.demo is None:
+    if not args.train and args.demo is None and args.export is None:
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
     if int(os.environ.get("RANK", 0)) == 0:
-        demo(model, args)
+        if args.export is not None:
+            export(model, args.export)
+            print(f"the model, in the Hugging Face layout: {args.export}")
+        if args.train or args.demo is not None:
+            demo(model, args)
     return 0
 
 

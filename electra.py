@@ -415,6 +415,74 @@ def load_tokenizer(folder):
     return None
 
 
+# --- fine-tuning ---
+
+
+@dataclass
+class Recipe:
+    """How finetune.py fine-tunes the discriminator on a task: Table 7 (Appendix B), base size."""
+    lr: float = 1e-4  # 3e-4 small, 1e-4 base, 5e-5 large, Table 7
+    layer_decay: float = 0.8  # each layer down from the top learns 0.8 times as fast (0.9 large), Table 7
+    batch_size: int = 32  # Table 7
+    epochs: int = 3  # 10 for RTE and STS-B, Table 7
+    warmup: float = 0.1  # a fraction of the steps, then linear decay, Table 7
+    weight_decay: float = 0.0  # Table 7
+    dropout: float = 0.1  # Table 7
+    head_dropout: float = 0.1  # the release's classification head
+    max_len: int = 128  # the release's max_seq_length
+
+
+RECIPES = {
+    "paper": Recipe(),
+    "small": Recipe(lr=3e-4),  # Table 7
+    "large": Recipe(lr=5e-5, layer_decay=0.9),  # Table 7
+    # ours: the tiny preset, a thousand times smaller than the paper's model, with a step to match
+    "tiny": Recipe(lr=1e-3, epochs=10),
+}
+
+
+def encode_inputs(tokenizer, first, second=None, max_len=128):
+    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments 0 ... 0 1 ... 1 (BERT's
+    format, as the release), or [CLS] A [SEP] for one text; the longer text is cut first to fit max_len."""
+    special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
+    firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
+    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    out = []
+    for a, b in zip(firsts, seconds or [None] * len(firsts)):
+        while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
+            (a if b is None or len(a) > len(b) else b).pop()
+        ids = [special["cls"], *a, special["sep"], *([*b, special["sep"]] if b is not None else [])]
+        out.append((ids, [0] * (len(a) + 2) + [1] * (len(ids) - len(a) - 2)))
+    return out
+
+
+class Classifier(nn.Module):
+    """ElectraForSequenceClassification on the discriminator: the state of [CLS] through dropout, a dense layer with
+    GELU, dropout and a linear layer to the labels (the release's classification head; ELECTRA keeps no pooler)."""
+
+    def __init__(self, model, num_labels, recipe):
+        super().__init__()
+        self.model = model
+        self.drop = nn.Dropout(recipe.head_dropout)
+        self.dense = nn.Linear(model.cfg.hidden, model.cfg.hidden)
+        self.out = nn.Linear(model.cfg.hidden, num_labels)
+        model._init(self.dense)
+        model._init(self.out)
+        self.pad_id = model.tokenizer.token_to_id(SPECIALS["pad"])
+        self.max_tokens = model.cfg.max_len
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, labels)
+        h = self.model.encode(input_ids, attention_mask, token_type_ids)[:, 0]  # (B, H): [CLS]
+        h = common.ACTIVATIONS[self.model.cfg.activation](self.dense(self.drop(h)))  # (B, H)
+        return self.out(self.drop(h))
+
+
+def finetune_loss(clf, batch, recipe):
+    """The task's loss alone. Returns it and the logits (B, labels)."""
+    logits = clf(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    return task_loss(logits, batch["labels"]), logits
+
+
 # --- demo ---
 
 
@@ -427,8 +495,9 @@ def demo(model, args):
     """After --train: the discriminator exported and its detection report. Then each token of --detect with the
     discriminator's probability that it was replaced (after training: a fixed sentence with one word swapped)."""
     if args.train:  # the discriminator is kept and the generator thrown away (§2)
-        export(model, Path(args.out) / "discriminator")
-        print(f"the discriminator, in the Hugging Face layout: {Path(args.out) / 'discriminator'}")
+        export(model, args.out)
+        print(f"the discriminator and the generator, in the Hugging Face layout: {Path(args.out) / 'discriminator'}, "
+              f"{Path(args.out) / 'generator'}")
         report(Path(args.out) / "metrics.jsonl")
     text = args.demo if args.demo is not None else "return the value of the list , or none if the if is empty ."
     tok, device = model.tokenizer, next(model.parameters()).device
@@ -523,19 +592,41 @@ def load_pretrained(path, base=None, generator=None):
     return model
 
 
+# ElectraForSequenceClassification's head -> ours
+HF_HEAD = [("classifier.dense", "dense"), ("classifier.out_proj", "out")]
+
+
+def hf_config(cfg, architecture, tower="discriminator"):
+    """The config.json of a Hugging Face ELECTRA discriminator of this shape, or of its generator."""
+    g = cfg.gen_hidden
+    size = ((cfg.hidden, cfg.heads, cfg.ffn) if tower == "discriminator" else (g, max(1, g // 64), 4 * g))
+    return {"architectures": [architecture], "model_type": "electra", "vocab_size": cfg.vocab_size,
+            "embedding_size": cfg.embed, "hidden_size": size[0], "num_hidden_layers": cfg.layers,
+            "num_attention_heads": size[1], "intermediate_size": size[2], "hidden_act": cfg.activation,
+            "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
+            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps,
+            "initializer_range": cfg.init_std, "pad_token_id": 0}
+
+
 def export(model, folder):
-    """Save the discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining folder."""
-    kept = {k: v for k, v in model.state_dict().items() if k.startswith(("embeddings.", "discriminator.", "rtd."))}
-    sd = unrename(kept, tower_names("discriminator"))  # the generator is thrown away
-    sd = {k if k.startswith("discriminator_") else "electra." + k: v for k, v in sd.items()}
-    c = model.cfg
-    config = {"architectures": ["ElectraForPreTraining"], "model_type": "electra", "vocab_size": c.vocab_size,
-              "embedding_size": c.embed, "hidden_size": c.hidden, "num_hidden_layers": c.layers,
-              "num_attention_heads": c.heads, "intermediate_size": c.ffn, "hidden_act": c.activation,
-              "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.dropout,
-              "max_position_embeddings": c.max_len, "type_vocab_size": c.type_vocab, "layer_norm_eps": c.eps,
-              "initializer_range": c.init_std, "pad_token_id": 0}
-    write_pretrained(folder, sd, config, model.tokenizer)
+    """The discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining folder in
+    `folder`/discriminator, and the generator as an ElectraForMaskedLM in `folder`/generator."""
+    for tower, architecture, heads in (("discriminator", "ElectraForPreTraining", ("rtd.",)),
+                                       ("generator", "ElectraForMaskedLM", ("mlm.", "head.bias"))):
+        kept = {k: v for k, v in model.state_dict().items() if k.startswith(("embeddings.", f"{tower}.", *heads))}
+        sd = unrename(kept, tower_names(tower))
+        sd = {k if k.startswith(("discriminator_", "generator_")) else "electra." + k: v for k, v in sd.items()}
+        write_pretrained(Path(folder) / tower, sd, hf_config(model.cfg, architecture, tower), model.tokenizer)
+
+
+def export_classifier(clf, folder, labels, regression):
+    """A fine-tuned Classifier as a Hugging Face ElectraForSequenceClassification folder."""
+    encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
+               if k.startswith(("model.embeddings.", "model.discriminator."))}
+    sd = {"electra." + k: v for k, v in unrename(encoder, tower_names("discriminator")).items()}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "ElectraForSequenceClassification"), **label_config(labels, regression)}
+    write_pretrained(folder, sd, config, clf.model.tokenizer)
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -790,13 +881,15 @@ def rename(sd, names, skip=()):
 
 
 def unrename(sd, names):
-    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value. Where two
+    of their names map to one of ours (a tied bias), the later row of `names` gives the name."""
+    inverse = list(dict((new, old) for old, new in names).items())[::-1]  # ours -> theirs, the later row kept
     theirs = {}
     for k, v in sd.items():
         parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
         for n, t in parts:
             name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
-            for old, new in reversed(names):
+            for new, old in inverse:
                 name = name.replace(new, old)
             theirs[name] = t.detach().contiguous().cpu()
     return theirs
@@ -815,6 +908,42 @@ def write_pretrained(folder, sd, config, tokenizer):
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def task_loss(logits, labels):
+    """A fine-tuning task's loss: cross-entropy over the classes, or squared error for a regression (float labels)."""
+    if labels.is_floating_point():
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+def finetune_groups(clf, recipe):
+    """Layer-wise learning-rate decay (Table 7), as the release's optimization.py: the task head at the full rate, the
+    discriminator's layer i at lr · decay^(L + 1 − i), its embeddings at lr · decay^(L + 2). The release counts a
+    pooler ELECTRA no longer has, so its top layer learns at decay², not decay. ELECTRA's one exception to the
+    shared plumbing; weight decay on matrices and embeddings, as elsewhere."""
+    L = clf.model.cfg.layers
+
+    def depth(name):
+        if name.startswith(("model.embeddings.", "model.discriminator.project.")):
+            return 0
+        found = re.match(r"model\.discriminator\.blocks\.(\d+)\.", name)
+        return int(found.group(1)) + 1 if found else L + 2  # L + 2: the task head
+
+    groups = {}
+    for name, p in clf.named_parameters():
+        if p.requires_grad:
+            rate = recipe.lr * recipe.layer_decay ** (L + 2 - depth(name))
+            groups.setdefault((rate, recipe.weight_decay if p.dim() >= 2 else 0.0), []).append(p)
+    return [{"params": params, "lr": rate, "weight_decay": decay} for (rate, decay), params in groups.items()]
+
+
+def label_config(labels, regression):
+    """The config.json entries of a Hugging Face sequence classifier: its labels, or one regression output."""
+    names = ["LABEL_0"] if regression else [str(label) for label in labels]
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            "problem_type": "regression" if regression else "single_label_classification"}
 
 
 def setup_runtime(args):
@@ -1188,6 +1317,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="write the trained (or loaded) model to DIR in the Hugging Face layout")
     return p
 
 
@@ -1209,14 +1340,18 @@ def main(argv=None):
     p = build_parser()
     demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.demo is None:
+    if not args.train and args.demo is None and args.export is None:
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
     if int(os.environ.get("RANK", 0)) == 0:
-        demo(model, args)
+        if args.export is not None:
+            export(model, args.export)
+            print(f"the model, in the Hugging Face layout: {args.export}")
+        if args.train or args.demo is not None:
+            demo(model, args)
     return 0
 
 

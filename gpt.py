@@ -226,6 +226,91 @@ def load_tokenizer(folder):
     return None
 
 
+# --- fine-tuning ---
+
+
+@dataclass
+class Recipe:
+    """How finetune.py fine-tunes this model on a task: §3.2, §3.3 and "Fine-tuning details" in §4.1."""
+    lr: float = 6.25e-5  # §4.1
+    batch_size: int = 32  # §4.1
+    epochs: int = 3  # "3 epochs of training was sufficient for most cases", §4.1
+    warmup: float = 0.002  # warmup over 0.2% of training, then linear decay, §4.1
+    weight_decay: float = 0.01  # as in pretraining, §4.1
+    dropout: float = 0.1  # as in pretraining, §4.1
+    head_dropout: float = 0.1  # "dropout to the classifier with a rate of 0.1", §4.1
+    lm_weight: float = 0.5  # λ: the language-modelling loss on the task's own text, an auxiliary objective, §3.2
+    max_len: int = 512  # the context
+
+
+RECIPES = {
+    "paper": Recipe(),
+    # ours: the tiny preset, a hundred times smaller than the paper's model, with a step to match
+    "tiny": Recipe(lr=1e-3, epochs=10, warmup=0.1),
+}
+
+# start, delimiter and extract tokens, added to the vocabulary for fine-tuning (§3.3); a padding token is ours, so
+# that Hugging Face's OpenAIGPTForSequenceClassification finds the extract token as the last one before padding
+TASK_TOKENS = {"start": "_start_", "delim": "_delim_", "extract": "_classify_", "pad": "_pad_"}
+
+
+def encode_inputs(tokenizer, first, second=None, max_len=128):
+    """Token ids (and segment ids, all 0) of each example: start, A, extract; or start, A, delimiter, B, extract for
+    a pair (§3.3, Figure 1); the longer text is cut first to fit max_len."""
+    special = {role: tokenizer.token_to_id(token) for role, token in TASK_TOKENS.items()}
+    firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
+    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    out = []
+    for a, b in zip(firsts, seconds or [None] * len(firsts)):
+        while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
+            (a if b is None or len(a) > len(b) else b).pop()
+        ids = [special["start"], *a, *([special["delim"], *b] if b is not None else []), special["extract"]]
+        out.append((ids, [0] * len(ids)))
+    return out
+
+
+class Classifier(nn.Module):
+    """OpenAIGPTForSequenceClassification: the final state of the extract token, the last real token of each input,
+    through dropout and a linear layer without bias (§3.2); the model's LM head stays, for the auxiliary loss. The
+    task tokens are added to the tokenizer and the (tied) embeddings grow to hold them, as the release does."""
+
+    def __init__(self, model, num_labels, recipe):
+        super().__init__()
+        tok = model.tokenizer
+        tok.add_special_tokens([t for t in TASK_TOKENS.values() if tok.token_to_id(t) is None])
+        if tok.get_vocab_size() > model.cfg.vocab_size:
+            grown = nn.Embedding(tok.get_vocab_size(), model.cfg.hidden)
+            model._init(grown)
+            grown.weight.data[:model.cfg.vocab_size] = model.embeddings.tokens.weight.data
+            model.embeddings.tokens = grown
+            model.head.weight = grown.weight  # still tied
+            model.cfg = dataclasses.replace(model.cfg, vocab_size=tok.get_vocab_size())
+        self.model = model
+        self.drop = nn.Dropout(recipe.head_dropout)
+        self.out = nn.Linear(model.cfg.hidden, num_labels, bias=False)
+        model._init(self.out)
+        self.pad_id = tok.token_to_id(TASK_TOKENS["pad"])
+        self.max_tokens = model.cfg.max_len
+
+    def classify(self, h, attention_mask):  # (B, T, H) -> (B, labels)
+        last = attention_mask.sum(1) - 1  # (B,): the extract token
+        return self.out(self.drop(h[torch.arange(len(h), device=h.device), last]))  # (B, H) -> (B, labels)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):  # (B, T) -> (B, labels)
+        return self.classify(self.model.encode(input_ids, attention_mask), attention_mask)
+
+
+def finetune_loss(clf, batch, recipe):
+    """The task's loss plus λ times the language-modelling loss on the inputs themselves: L3 = L2 + λ L1 (§3.2).
+    Returns it and the logits (B, labels)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    h = clf.model.encode(ids, mask)  # (B, T, H)
+    logits = clf.classify(h, mask)
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T - 1): the next token, never padding
+    lm = F.cross_entropy(clf.model.head(h[:, :-1]).flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    return task_loss(logits, batch["labels"]) + recipe.lm_weight * lm, logits
+
+
 # --- demo ---
 
 
@@ -299,6 +384,42 @@ def load_pretrained(path, base=None):
     load_weights(model, ours, path)
     model.tokenizer = load_tokenizer(path)
     return model
+
+
+# OpenAIGPTForSequenceClassification's head -> ours
+HF_HEAD = [("score", "out")]
+
+
+def hf_config(cfg, architecture):
+    """The config.json of the Hugging Face model of this shape."""
+    return {"architectures": [architecture], "model_type": "openai-gpt", "vocab_size": cfg.vocab_size,
+            "n_positions": cfg.max_len, "n_embd": cfg.hidden, "n_layer": cfg.layers, "n_head": cfg.heads,
+            "afn": {"gelu_new": "gelu"}.get(cfg.activation, cfg.activation), "resid_pdrop": cfg.dropout,
+            "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout, "layer_norm_epsilon": cfg.eps,
+            "initializer_range": cfg.init_std}
+
+
+def to_hf(sd):
+    """Our decoder's tensors under OpenAIGPTModel's names, the Conv1D matrices stored [in, out]."""
+    sd = unrename({k.replace(".attn.qkv.", ".attn.c_attn."): v for k, v in sd.items()}, HF_NAMES)  # q, k, v as one
+    return {"transformer." + k: v.t().contiguous() if k.endswith(".weight") and (".attn." in k or ".mlp." in k) else v
+            for k, v in sd.items()}
+
+
+def export(model, folder):
+    """The pretrained model as a Hugging Face OpenAIGPTLMHeadModel folder."""
+    sd = to_hf({k: v for k, v in model.state_dict().items() if k != "head.weight"})  # tied: stored once
+    write_pretrained(folder, sd, hf_config(model.cfg, "OpenAIGPTLMHeadModel"), model.tokenizer)
+
+
+def export_classifier(clf, folder, labels, regression):
+    """A fine-tuned Classifier as a Hugging Face OpenAIGPTForSequenceClassification folder."""
+    sd = to_hf({k.removeprefix("model."): v for k, v in clf.state_dict().items()
+                if k.startswith("model.") and k != "model.head.weight"})
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "OpenAIGPTForSequenceClassification"), **label_config(labels, regression),
+              "pad_token_id": clf.pad_id}
+    write_pretrained(folder, sd, config, clf.model.tokenizer)
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -553,13 +674,15 @@ def rename(sd, names, skip=()):
 
 
 def unrename(sd, names):
-    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value. Where two
+    of their names map to one of ours (a tied bias), the later row of `names` gives the name."""
+    inverse = list(dict((new, old) for old, new in names).items())[::-1]  # ours -> theirs, the later row kept
     theirs = {}
     for k, v in sd.items():
         parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
         for n, t in parts:
             name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
-            for old, new in reversed(names):
+            for new, old in inverse:
                 name = name.replace(new, old)
             theirs[name] = t.detach().contiguous().cpu()
     return theirs
@@ -578,6 +701,29 @@ def write_pretrained(folder, sd, config, tokenizer):
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def task_loss(logits, labels):
+    """A fine-tuning task's loss: cross-entropy over the classes, or squared error for a regression (float labels)."""
+    if labels.is_floating_point():
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+def finetune_groups(clf, recipe):
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
+    LayerNorm gains, one learning rate for every layer."""
+    params = [p for p in clf.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
+
+
+def label_config(labels, regression):
+    """The config.json entries of a Hugging Face sequence classifier: its labels, or one regression output."""
+    names = ["LABEL_0"] if regression else [str(label) for label in labels]
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            "problem_type": "regression" if regression else "single_label_classification"}
 
 
 def setup_runtime(args):
@@ -951,6 +1097,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="write the trained (or loaded) model to DIR in the Hugging Face layout")
     return p
 
 
@@ -972,14 +1120,18 @@ def main(argv=None):
     p = build_parser()
     demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.demo is None:
+    if not args.train and args.demo is None and args.export is None:
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
     if int(os.environ.get("RANK", 0)) == 0:
-        demo(model, args)
+        if args.export is not None:
+            export(model, args.export)
+            print(f"the model, in the Hugging Face layout: {args.export}")
+        if args.train or args.demo is not None:
+            demo(model, args)
     return 0
 
 

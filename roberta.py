@@ -301,6 +301,71 @@ def load_tokenizer(folder):
     return None
 
 
+# --- fine-tuning ---
+
+
+@dataclass
+class Recipe:
+    """How finetune.py fine-tunes this model on a task: Table 10 (GLUE)."""
+    lr: float = 2e-5  # of 1e-5, 2e-5 and 3e-5, Table 10
+    batch_size: int = 32  # of 16 and 32, Table 10
+    epochs: int = 10  # Table 10
+    warmup: float = 0.06  # a fraction of the steps, then linear decay, Table 10
+    weight_decay: float = 0.1  # Table 10
+    dropout: float = 0.1  # Table 10
+    head_dropout: float = 0.1  # the release's classification head
+    max_len: int = 512  # full-length inputs, as in pretraining
+
+
+RECIPES = {
+    "paper": Recipe(),
+    # ours: the tiny preset, a thousand times smaller than the paper's model, with a step to match
+    "tiny": Recipe(lr=1e-3, epochs=10, warmup=0.1),
+}
+
+
+def encode_inputs(tokenizer, first, second=None, max_len=128):
+    """Token ids and segment ids of each example: <s> A </s></s> B </s> with one segment, or <s> A </s> for one text
+    (the release's format); the longer text is cut first to fit max_len."""
+    special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
+    firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
+    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    out = []
+    for a, b in zip(firsts, seconds or [None] * len(firsts)):
+        while len(a) + len(b or []) > max_len - (4 if b is not None else 2):
+            (a if b is None or len(a) > len(b) else b).pop()
+        ids = [special["cls"], *a, special["sep"], *([special["sep"], *b, special["sep"]] if b is not None else [])]
+        out.append((ids, [0] * len(ids)))
+    return out
+
+
+class Classifier(nn.Module):
+    """RobertaForSequenceClassification: the state of <s> through dropout, a dense layer with tanh, dropout and a
+    linear layer to the labels (the release's classification head: RoBERTa keeps no pooler)."""
+
+    def __init__(self, model, num_labels, recipe):
+        super().__init__()
+        self.model = model
+        self.drop = nn.Dropout(recipe.head_dropout)
+        self.dense = nn.Linear(model.cfg.hidden, model.cfg.hidden)
+        self.out = nn.Linear(model.cfg.hidden, num_labels)
+        model._init(self.dense)
+        model._init(self.out)
+        self.pad_id = model.tokenizer.token_to_id(SPECIALS["pad"])
+        self.max_tokens = model.cfg.max_len - 2  # positions start after the padding index
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, labels)
+        h = self.model.encode(input_ids, attention_mask)[:, 0]  # (B, H): <s>
+        h = torch.tanh(self.dense(self.drop(h)))  # (B, H)
+        return self.out(self.drop(h))
+
+
+def finetune_loss(clf, batch, recipe):
+    """The task's loss alone. Returns it and the logits (B, labels)."""
+    logits = clf(batch["input_ids"], batch["attention_mask"])
+    return task_loss(logits, batch["labels"]), logits
+
+
 # --- demo ---
 
 
@@ -370,6 +435,37 @@ def load_pretrained(path, base=None):
     load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("mlm.", "head.bias"))
     model.tokenizer = load_tokenizer(path)
     return model
+
+
+# RobertaForSequenceClassification's head -> ours
+HF_HEAD = [("classifier.dense", "dense"), ("classifier.out_proj", "out")]
+
+
+def hf_config(cfg, architecture):
+    """The config.json of the Hugging Face model of this shape."""
+    return {"architectures": [architecture], "model_type": "roberta", "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
+            "intermediate_size": cfg.ffn, "hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.dropout, "max_position_embeddings": cfg.max_len,
+            "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps, "initializer_range": cfg.init_std,
+            "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+
+
+def export(model, folder):
+    """The pretrained model as a Hugging Face RobertaForMaskedLM folder."""
+    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)  # tied: stored once
+    sd = {k if k.startswith("lm_head.") else "roberta." + k: v for k, v in sd.items()}
+    write_pretrained(folder, sd, hf_config(model.cfg, "RobertaForMaskedLM"), model.tokenizer)
+
+
+def export_classifier(clf, folder, labels, regression):
+    """A fine-tuned Classifier as a Hugging Face RobertaForSequenceClassification folder."""
+    encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
+               if k.startswith("model.") and not k.startswith(("model.mlm.", "model.head."))}
+    sd = {"roberta." + k: v for k, v in unrename(encoder, HF_NAMES).items()}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "RobertaForSequenceClassification"), **label_config(labels, regression)}
+    write_pretrained(folder, sd, config, clf.model.tokenizer)
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -624,13 +720,15 @@ def rename(sd, names, skip=()):
 
 
 def unrename(sd, names):
-    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value."""
+    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value. Where two
+    of their names map to one of ours (a tied bias), the later row of `names` gives the name."""
+    inverse = list(dict((new, old) for old, new in names).items())[::-1]  # ours -> theirs, the later row kept
     theirs = {}
     for k, v in sd.items():
         parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
         for n, t in parts:
             name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
-            for old, new in reversed(names):
+            for new, old in inverse:
                 name = name.replace(new, old)
             theirs[name] = t.detach().contiguous().cpu()
     return theirs
@@ -649,6 +747,29 @@ def write_pretrained(folder, sd, config, tokenizer):
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save(str(folder / "tokenizer.json"))
+
+
+def task_loss(logits, labels):
+    """A fine-tuning task's loss: cross-entropy over the classes, or squared error for a regression (float labels)."""
+    if labels.is_floating_point():
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
+
+
+def finetune_groups(clf, recipe):
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
+    LayerNorm gains, one learning rate for every layer."""
+    params = [p for p in clf.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
+
+
+def label_config(labels, regression):
+    """The config.json entries of a Hugging Face sequence classifier: its labels, or one regression output."""
+    names = ["LABEL_0"] if regression else [str(label) for label in labels]
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            "problem_type": "regression" if regression else "single_label_classification"}
 
 
 def setup_runtime(args):
@@ -1022,6 +1143,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="write the trained (or loaded) model to DIR in the Hugging Face layout")
     return p
 
 
@@ -1043,14 +1166,18 @@ def main(argv=None):
     p = build_parser()
     demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.demo is None:
+    if not args.train and args.demo is None and args.export is None:
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
     model = train(args) if args.train else load_model(args)
     if int(os.environ.get("RANK", 0)) == 0:
-        demo(model, args)
+        if args.export is not None:
+            export(model, args.export)
+            print(f"the model, in the Hugging Face layout: {args.export}")
+        if args.train or args.demo is not None:
+            demo(model, args)
     return 0
 
 

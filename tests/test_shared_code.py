@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta", "albert", "electra")]
 CANONICAL = ROOT / "gpt.py"
 FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====\n"
-EXCEPTIONS = {"albert": {"configure_optimizer"}}  # ALBERT trains with LAMB, not Adam (§4.1)
-SECTIONS = ["config", "model", "objective", "tokenizer", "demo", "checkpoints: the Hugging Face layout"]
+# ALBERT pretrains with LAMB, not Adam (§4.1); ELECTRA fine-tunes with layer-wise learning rates (Table 7)
+EXCEPTIONS = {"albert": {"configure_optimizer"}, "electra": {"finetune_groups"}}
+SECTIONS = ["config", "model", "objective", "tokenizer", "fine-tuning", "demo", "checkpoints: the Hugging Face layout"]
 
 
 def split_at_fence(text, name="script"):
