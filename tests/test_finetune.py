@@ -318,11 +318,19 @@ def test_bad_input_gives_one_line_and_writes_nothing(bert_run, tmp_path, capsys,
     cases.append((["bert", "--task", str(tmp_path / "reg")], "a regression label is not a number"))
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if the library were not installed
     cases.append((["bert", "--task", "rte"], "needs the `datasets` library"))
+
+    class Offline:  # a `datasets` library that cannot reach the hub
+        @staticmethod
+        def load_dataset(*args, **kwargs):
+            raise ConnectionError("no network")
+    cases.append((["bert", "--task", "mrpc"], "cannot load GLUE from the hub (ConnectionError)"))
     gpt_ckpt = tmp_path / "gpt" / "ckpt.pt"
     gpt_ckpt.parent.mkdir()
     torch.save({"script": "gpt"}, gpt_ckpt)
     cases.append((["bert", "--ckpt", str(gpt_ckpt)], "is not a bert.py checkpoint"))
     for argv, message in cases:
+        if "mrpc" in argv:
+            monkeypatch.setitem(sys.modules, "datasets", Offline)
         assert finetune.cli([*argv, "--out", str(out)]) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
