@@ -159,14 +159,14 @@ def read_table(path, header=True):
     try:
         if path.suffix == ".jsonl":
             rows = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
                 if line.strip():
                     row = json.loads(line)
                     if not isinstance(row, dict):
                         raise UserError(f"{path}, line {n}: not a JSON object")
                     rows.append(row)
             return rows
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: GLUE's MRPC starts with a byte-order mark
             reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv"
                       else csv.reader(f))
             lines = [line for line in reader if line]
@@ -195,6 +195,12 @@ def table_examples(path, columns, header=True):
     return out
 
 
+def labelled(path, columns):
+    """The examples of a test file, or none when it has no labels (a test split is optional)."""
+    rows = read_table(path)
+    return table_examples(path, columns) if rows and columns[2] in rows[0] else []
+
+
 def label_space(task, path_of):
     """Turn the labels into class indices, or floats for a regression; a dev label unseen in training is an error."""
     values = [label for _, _, label in task["train"]]
@@ -205,13 +211,16 @@ def label_space(task, path_of):
             except (TypeError, ValueError):
                 return None
         floats = [number(v) for v in values]
-        task["regression"] = all(f is not None for f in floats) and any(f != int(f) for f in floats)
+        task["regression"] = all(f is not None for f in floats) and any(not f.is_integer() for f in floats)
     if task["regression"]:
         def convert(examples, name):
             try:
-                return [(a, b, float(label)) for a, b, label in examples]
+                out = [(a, b, float(label)) for a, b, label in examples]
             except (TypeError, ValueError):
                 raise UserError(f"{path_of(name)}: a regression label is not a number") from None
+            if not all(math.isfinite(label) for _, _, label in out):
+                raise UserError(f"{path_of(name)}: a regression label is not a finite number")
+            return out
         task["labels"] = ["score"]
     else:
         def order(v):  # integers in numeric order, then names in alphabetical order
@@ -266,7 +275,7 @@ def read_task(spec):
     columns = ("sentence1", "sentence2", "label") if pair else ("sentence", None, "label")
     task = {"name": folder.name, "train": table_examples(files["train"], columns),
             "dev": {"dev": table_examples(files["dev"], columns)},
-            "test": table_examples(files["test"], columns) if "test" in files else [], "metrics": None,
+            "test": labelled(files["test"], columns) if "test" in files else [], "metrics": None,
             "regression": None}
     task = label_space(task, lambda name: files[name])
     task["metrics"] = ["pearson", "spearman"] if task["regression"] else ["accuracy"]
@@ -295,7 +304,11 @@ def hub_task(name):
     devs = ["validation_matched", "validation_mismatched"] if name == "mnli" else ["validation"]
     task = {"name": name, "train": examples("train"), "dev": {d: examples(d) for d in devs},
             "metrics": layout["metrics"], "regression": layout.get("regression", False)}
-    return label_space(task, lambda split: f"GLUE {name} {split}")
+    task = label_space(task, lambda split: f"GLUE {name} {split}")
+    names = getattr(data["train"].features["label"], "names", None)
+    if names and task["labels"] == [str(i) for i in range(len(names))]:
+        task["labels"] = list(names)  # the hub numbers the classes; these are their names, in that order
+    return task
 
 
 # --- batches ---
@@ -466,6 +479,9 @@ def check(args):
         value = getattr(args, name)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.max_len is not None and args.max_len < 8:
+        raise UserError(f"--max-len must leave room for the special tokens and the text: 8 or more, "
+                        f"got {args.max_len}")
 
 
 def main(argv=None):
@@ -543,9 +559,11 @@ def run(mod, args):
 
     primary = task["metrics"][0]
     first_dev = next(iter(task["dev"]))
+    # what the from-scratch runs depend on: the paper, the task's examples, the recipe, the shape, the tokenizer
+    key = hashlib.sha256(json.dumps([args.paper, task["train"], task["dev"], dataclasses.asdict(recipe),
+                                     dataclasses.asdict(pretrained.cfg), args.seeds,
+                                     mod.fingerprint(pretrained.tokenizer)]).encode()).hexdigest()[:16]
     rows = {"pretrained": run_seeds("pretrained", from_checkpoint)}
-    key = hashlib.sha256(json.dumps([task["name"], len(task["train"]), dataclasses.asdict(recipe),
-                                     dataclasses.asdict(pretrained.cfg), args.seeds]).encode()).hexdigest()[:16]
     cache = out / "scratch.json"
     if not args.no_baseline:
         cached = json.loads(cache.read_text()) if cache.exists() else {}
@@ -563,21 +581,27 @@ def run(mod, args):
                         for d in task["dev"]}
         results[tag]["epochs"] = [r["epoch"] for r in runs]
     best_seed = max(range(len(rows["pretrained"])), key=lambda i: rows["pretrained"][i]["dev"][first_dev][primary])
-    torch.save({"paper": args.paper, "task": task["name"], "labels": task["labels"], "regression": task["regression"],
-                "recipe": dataclasses.asdict(recipe), "config": dataclasses.asdict(pretrained.cfg),
-                "seed": best_seed, "model": rows["pretrained"][best_seed]["state"]}, out / "best.pt")
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     best = mod.Model(pretrained.cfg)
     best.tokenizer = pretrained.tokenizer
     clf = mod.Classifier(best, outputs, recipe)
     clf.load_state_dict(rows["pretrained"][best_seed]["state"])
-    mod.export_classifier(clf, out / "model", task["labels"], task["regression"])
+    if task["test"]:  # the dev split chose the epoch and the seed: the test split scores the choice
+        data = encode_task(mod, clf.model.tokenizer, task["test"], min(recipe.max_len, clf.max_tokens),
+                           task["regression"])
+        results["test"] = evaluate(mod, clf.to(device), data, recipe, clf.pad_id, device, task)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    torch.save({"paper": args.paper, "task": task["name"], "labels": task["labels"], "regression": task["regression"],
+                "recipe": dataclasses.asdict(recipe), "config": dataclasses.asdict(clf.model.cfg),
+                "seed": best_seed, "model": rows["pretrained"][best_seed]["state"]}, out / "best.pt")
+    mod.export_classifier(clf.cpu(), out / "model", task["labels"], task["regression"])
     print(f"\n{args.paper} on {task['name']}, dev {primary} over {args.seeds} seeds (median, mean ± half the range):")
     for tag in rows:
         s = results[tag][first_dev][primary]
         print(f"  {tag:<12} {s['median']:.4f}   {s['mean']:.4f} ± {s['spread']:.4f}   each: "
               + ", ".join(f"{v:.4f}" for v in s["each"]))
     print(f"  {'majority':<12} {results['majority'][first_dev][primary]:.4f}")
+    if "test" in results:
+        print(f"the best seed on the test split: {primary} {results['test'][primary]:.4f}")
     print(f"results: {out / 'results.json'}; the best seed's model, in the Hugging Face layout: {out / 'model'}")
     return 0
 
@@ -587,11 +611,17 @@ def load_classifier(mod, path):
     The encoder is read by the paper's own loader, from a copy of the folder without the task head."""
     import tempfile
 
-    hf, sd = mod.read_pretrained(path, json.loads((Path(path) / "config.json").read_text()).get("model_type"))
+    try:
+        model_type = json.loads((Path(path) / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        raise UserError(f"--from-pretrained {path}: no readable config.json") from None
+    hf, sd = mod.read_pretrained(path, model_type)
     prefixes = tuple(theirs + "." for theirs, _ in mod.HF_HEAD)
     head = mod.rename({k: v for k, v in sd.items() if k.startswith(prefixes)}, mod.HF_HEAD)
-    regression = hf.get("problem_type") == "regression"
-    labels = [hf.get("id2label", {}).get(str(i), str(i)) for i in range(hf.get("num_labels", 2))]
+    id2label = hf.get("id2label") or {}
+    count = hf.get("num_labels") or len(id2label) or 2  # as transformers reads a config.json
+    regression = hf.get("problem_type") == "regression" or count == 1
+    labels = [id2label.get(str(i), id2label.get(i, str(i))) for i in range(count)]
     with tempfile.TemporaryDirectory() as tmp:
         from safetensors.torch import save_file
 
@@ -621,11 +651,21 @@ def evaluate_only(mod, args, task, device):
     clf, labels, regression = load_classifier(mod, args.from_pretrained)
     if regression != task["regression"] or (not regression and len(labels) != len(task["labels"])):
         raise UserError(f"the model has {len(labels)} outputs, the task {len(task['labels'])}")
+    generic = all(re.fullmatch(r"(LABEL_)?\d+", name) for name in labels)
+    if not regression and not generic:  # classes matched by name, whatever order the model learned them in
+        if sorted(labels) != sorted(task["labels"]):
+            raise UserError(f"the model's labels {labels} are not the task's {task['labels']}")
+        order = torch.tensor([labels.index(name) for name in task["labels"]])
+        with torch.no_grad():
+            clf.out.weight.copy_(clf.out.weight[order])
+            if clf.out.bias is not None:
+                clf.out.bias.copy_(clf.out.bias[order])
     recipe = mod.RECIPES["paper"]
+    max_len = min(args.max_len or recipe.max_len, clf.max_tokens)
     clf.to(device)
     dev = {}
     for name, examples in task["dev"].items():
-        data = encode_task(mod, clf.model.tokenizer, examples, min(recipe.max_len, clf.max_tokens), task["regression"])
+        data = encode_task(mod, clf.model.tokenizer, examples, max_len, task["regression"])
         dev[name] = evaluate(mod, clf, data, recipe, clf.pad_id, device, task)
     for name, s in dev.items():
         print(f"{args.paper} on {task['name']} {name}: " + ", ".join(f"{m} {v:.4f}" for m, v in s.items()))

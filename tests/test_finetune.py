@@ -140,6 +140,22 @@ def test_generic_files_single_pairs_and_regression(tmp_path, ext):
     assert task["regression"] and task["train"][0] == ("a", "b", 0.5) and task["test"] == [("g", "h", 0.0)]
 
 
+def test_a_byte_order_mark_an_unlabelled_test_file_and_non_finite_labels(tmp_path):
+    folder = tmp_path / "MRPC"  # GLUE's MRPC train.tsv starts with a byte-order mark
+    header = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    write(folder / "train.tsv", header + "1\t1\t2\tA b.\tA b!\n0\t3\t4\tC.\tD.\n")
+    write(folder / "dev.tsv", header + "1\t5\t6\tE.\tE!\n")
+    assert finetune.read_task(str(folder))["train"][0] == ("A b.", "A b!", 1)
+    generic = tmp_path / "generic"
+    write(generic / "train.tsv", "sentence\tlabel\na\tx\nb\ty\n")
+    write(generic / "dev.tsv", "sentence\tlabel\na\tx\n")
+    write(generic / "test.tsv", "sentence\nc\n")  # no labels: the test split is left out, not an error
+    assert finetune.read_task(str(generic))["test"] == []
+    write(generic / "train.tsv", "sentence\tlabel\na\t0.5\nb\tnan\n")
+    with pytest.raises(finetune.UserError, match="not a finite number"):
+        finetune.read_task(str(generic))
+
+
 # --- each paper's format, head and recipe ---
 
 
@@ -286,6 +302,18 @@ def test_a_tiny_fine_tune_end_to_end(bert_run, tmp_path, capsys):
     assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu"]) == 0
     best = max(results["pretrained"]["dev"]["accuracy"]["each"])
     assert f"accuracy {best:.4f}" in capsys.readouterr().out  # the exported model scores what training measured
+    assert 0 < results["test"]["accuracy"] <= 1  # the best seed, scored once on the test split
+    config = json.loads((out / "model" / "config.json").read_text())  # the same classes in another order
+    names = config["id2label"]
+    config["id2label"] = {str(i): names[str(5 - i)] for i in range(6)}
+    (out / "model" / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import load_file, save_file
+    weights = load_file(str(out / "model" / "model.safetensors"))
+    for k in ("classifier.weight", "classifier.bias"):
+        weights[k] = weights[k].flip(0).contiguous()
+    save_file(weights, str(out / "model" / "model.safetensors"))
+    assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu"]) == 0
+    assert f"accuracy {best:.4f}" in capsys.readouterr().out  # classes matched by name
 
 
 def test_the_paper_script_exports_its_checkpoint(bert_run, tmp_path):
@@ -305,6 +333,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(bert_run, tmp_path, capsys,
         (["bert", "--task", str(folder)], "no dev.tsv, dev.csv or dev.jsonl"),
         (["nope"], "unknown paper 'nope'"),
         (["bert", "--epochs", "0"], "--epochs must be positive"),
+        (["bert", "--max-len", "3"], "--max-len must leave room"),
         (["bert", "--ckpt", str(tmp_path / "missing.pt")], "no checkpoint at"),
     ]
     write(tmp_path / "cols" / "train.tsv", "text\tlabel\na\tx\n")
