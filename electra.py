@@ -1285,13 +1285,18 @@ def load_model(args):
         if model.tokenizer is None:
             raise UserError(f"--from-pretrained {args.from_pretrained}: no tokenizer files")
         return model.eval()
-    state = load_checkpoint(Path(args.out) / "ckpt.pt")
+    return model_from_checkpoint(Path(args.out) / "ckpt.pt").eval()
+
+
+def model_from_checkpoint(path):
+    """The model of a training checkpoint, with the tokenizer beside it (the one its fingerprint names)."""
+    state = load_checkpoint(path)
     model = Model(Config(**state["config"]))
     model.load_state_dict(state["model"])
-    model.tokenizer = load_tokenizer(args.out)
+    model.tokenizer = load_tokenizer(Path(path).parent)
     if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
-        raise UserError(f"{Path(args.out) / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
-    return model.eval()
+        raise UserError(f"{Path(path).parent / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
+    return model
 
 
 def build_parser():

@@ -439,13 +439,7 @@ def load_pretrained(mod, args):
     if not ckpt.exists():
         raise UserError(f"no checkpoint at {ckpt}: run `python {args.paper}.py --train` first, or pass --ckpt or "
                         "--from-pretrained")
-    state = mod.load_checkpoint(ckpt)
-    model = mod.Model(mod.Config(**state["config"]))
-    model.load_state_dict(state["model"])
-    model.tokenizer = mod.load_tokenizer(ckpt.parent)
-    if model.tokenizer is None or state.get("tokenizer") not in (None, mod.fingerprint(model.tokenizer)):
-        raise UserError(f"{ckpt.parent / 'tokenizer.json'} is missing or is not the tokenizer of {ckpt}")
-    return model
+    return mod.model_from_checkpoint(ckpt)
 
 
 def build_parser():
@@ -526,17 +520,15 @@ def run(mod, args):
 
     outputs = 1 if task["regression"] else len(task["labels"])
 
+    cfg = dataclasses.replace(pretrained.cfg, dropout=recipe.dropout)  # dropout has no weights: a new value is free
+
     def run_seeds(tag, make_model):
         results = []
         for seed in range(args.seeds):
             model = make_model(seed)
-            tokenizer = model.tokenizer
-            cfg = dataclasses.replace(model.cfg, dropout=recipe.dropout)  # dropout has no weights: a new value is free
-            fresh = mod.Model(cfg)
-            fresh.load_state_dict(model.state_dict())
-            fresh.tokenizer = tokenizer
+            model.tokenizer = pretrained.tokenizer
             torch.manual_seed(seed)
-            clf = mod.Classifier(fresh, outputs, recipe)  # adds any special tokens the format needs (GPT-1's)
+            clf = mod.Classifier(model, outputs, recipe)  # adds any special tokens the format needs (GPT-1's)
             max_len = min(recipe.max_len, clf.max_tokens)
             data = {"train": encode_task(mod, clf.model.tokenizer, task["train"], max_len, task["regression"]),
                     "dev": {d: encode_task(mod, clf.model.tokenizer, examples, max_len, task["regression"])
@@ -546,16 +538,13 @@ def run(mod, args):
         return results
 
     def from_checkpoint(seed):
-        model = mod.Model(pretrained.cfg)
+        model = mod.Model(cfg)
         model.load_state_dict(pretrained.state_dict())
-        model.tokenizer = pretrained.tokenizer
         return model
 
     def from_scratch(seed):
         torch.manual_seed(1000 + seed)
-        model = mod.Model(pretrained.cfg)
-        model.tokenizer = pretrained.tokenizer
-        return model
+        return mod.Model(cfg)
 
     primary = task["metrics"][0]
     first_dev = next(iter(task["dev"]))
