@@ -1109,6 +1109,17 @@ def overrides(args):
     return {k: v for k, v in given.items() if v is not None}
 
 
+def kept_steps(spec):
+    """--keep: the steps whose checkpoints stay beside the latest one, as ckpt-STEP.pt."""
+    try:
+        steps = {int(s) for s in (spec or "").split(",") if s.strip()}
+    except ValueError:
+        raise UserError(f"--keep takes step numbers separated by commas, got {spec!r}") from None
+    if any(s <= 0 for s in steps):
+        raise UserError(f"--keep takes positive step numbers, got {spec!r}")
+    return steps
+
+
 def train(args):
     """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
     # 1. settings: the preset, or the resumed run's own config, with the command line's overrides
@@ -1121,6 +1132,7 @@ def train(args):
         raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
     # a resumed run keeps its own config; the command line may still extend --steps or change the batch
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
+    keep = kept_steps(args.keep)
     # --from-pretrained: the checkpoint's architecture with the preset's training settings
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg
@@ -1256,7 +1268,7 @@ def train(args):
             eta = (now - t_start) / (step - step_start) * (cfg.steps - step)
             record.update(data_frac=round(data_time / dt, 4), eta_s=eta)
             sums, t_log, step_log, data_time = {}, now, step, 0.0
-        if step % cfg.eval_interval == 0 or step == cfg.steps:
+        if step % cfg.eval_interval == 0 or step == cfg.steps or step in keep:
             record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
         bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
         if bad:  # stop before the checkpoint below can save a broken model
@@ -1264,12 +1276,15 @@ def train(args):
                             "Lower --lr, or train in --dtype bf16 or fp32 instead of fp16")
         if len(record) > 1:
             log(record)
-        if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps):
-            save_checkpoint(ckpt_path, {
+        if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps or step in keep):
+            snapshot = {
                 "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
                 "rng": torch.get_rng_state(), "tokenizer": fingerprint(tokenizer),
-                **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})})
+                **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})}
+            save_checkpoint(ckpt_path, snapshot)
+            if step in keep:  # a copy that later saves leave alone: the model as it was at this step
+                save_checkpoint(out / f"ckpt-{step}.pt", snapshot)
     if rt.master:
         print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
         release_lock(lock)
@@ -1322,6 +1337,8 @@ def build_parser():
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    p.add_argument("--keep", default=None, metavar="STEPS",
+                   help="also keep the checkpoints of these steps (comma-separated) as ckpt-STEP.pt in --out")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="write the trained (or loaded) model to DIR in the Hugging Face layout")
     return p

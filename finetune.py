@@ -14,6 +14,7 @@ import ast
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import importlib
 import io
@@ -109,6 +110,7 @@ METRICS = {"accuracy": accuracy, "f1": f1, "mcc": mcc, "pearson": pearson, "spea
 # --- tasks ---
 
 
+@functools.lru_cache(maxsize=1)  # read once per process: compare.py fine-tunes on it many times
 def builtin_task():
     """Which of six standard-library packages a sentence of its docstrings comes from: text every Python ships, with
     labels no pretraining objective sees. Split by module (no dev or test sentence shares a module with training),

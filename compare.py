@@ -1,0 +1,588 @@
+"""Compare the five pretraining objectives at equal compute: one encoder shape, one FLOP budget, one downstream task.
+
+Each paper script pretrains from scratch, with the same shape, corpus, tokenizer size, batch and schedule shape, for
+as many steps as the budget buys its objective (FLOPs counted as the ELECTRA paper counts them); the checkpoints at
+1/8, 1/4, 1/2 and all of the budget are fine-tuned with finetune.py (the paper's recipe, the same seeds and splits
+for all), beside a randomly initialised model as the floor. Out come results.md, results.json and score_vs_flops.png.
+
+    python compare.py                        # tiny size, built-in task: about 13 minutes on 2 CPU cores
+    python compare.py --dry-run              # the plan only: steps per paper and the estimated time
+    python compare.py --size small           # ELECTRA-Small's shape, on one GPU (--data: a real corpus)
+    python compare.py --papers bert,electra --set electra.gen_size=0.5     # one of ELECTRA's levers
+
+Rerunning with the same --out skips the stages already finished, so a killed comparison resumes where it stopped.
+"""
+
+import argparse
+import ast
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import finetune
+
+PAPERS = ["gpt", "bert", "roberta", "albert", "electra"]
+FRACTIONS = [(1, 8), (1, 4), (1, 2), (1, 1)]  # the checkpoints kept: the ELECTRA paper's "x% trained" rows
+
+# One shape per size, for every paper; each paper's own settings (learning rate, initialisation, dropout, masking)
+# come from its preset, `preset`, except where `lr` sets one rate for all. `papers`: what a paper's architecture
+# adds to the shape (ALBERT's factorised embedding E, ELECTRA's embedding E and generator width). `seeds`: the
+# fine-tuning seeds per checkpoint unless --seeds says (tiny: 2, so that five papers fit 15 minutes on 2 CPU cores).
+SIZES = {
+    # ours: the tiny presets' width and depth with sequences of 64, minutes per paper on 2 CPU cores
+    "tiny": {"shape": dict(layers=2, hidden=128, heads=2, ffn=512, vocab_size=4096, seq_len=64, batch_size=32,
+                           grad_accum=1),
+             "papers": {"albert": {"embed": 64}, "electra": {"embed": 128, "gen_size": 1 / 4}},
+             "preset": "tiny", "lr": None, "budget": 3e12, "seeds": 2},
+    # ELECTRA-Small's shape (ELECTRA Table 6) and its learning rate for all, as the ELECTRA paper trained BERT-Small
+    "small": {"shape": dict(layers=12, hidden=256, heads=4, ffn=1024, vocab_size=30522, seq_len=128, batch_size=128,
+                            grad_accum=1),
+              "papers": {"albert": {"embed": 128}, "electra": {"embed": 128, "gen_size": 1 / 4}},
+              "preset": "base", "lr": 5e-4, "budget": 1e17, "seeds": 3},
+    # BERT-Base's shape, batch 256 as 32 x 8 micro-batches; each paper's own base learning rate
+    "base": {"shape": dict(layers=12, hidden=768, heads=12, ffn=3072, vocab_size=30522, seq_len=512, batch_size=32,
+                           grad_accum=8),
+             "papers": {"albert": {"embed": 128}, "electra": {"embed": 768, "gen_size": 1 / 3}},
+             "preset": "base", "lr": None, "budget": 1e18, "seeds": 3},
+}
+WARMUP = 0.05  # one schedule shape for all: linear warmup over the first 5% of the steps, then linear decay to 0
+PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM: BERT's release, 20 at length 128
+# what the plan assumes before a stage has been timed: counted FLOPs per second (measured here: 2 CPU cores, tiny)
+RATE = {"cpu": 9e10, "cuda": 1e14, "mps": 5e12}
+SETUP = 10  # seconds a paper script spends on the default corpus before its first step (tokenizer, examples)
+
+# The papers' own numbers, for reference beside ours: GLUE dev score and pretraining FLOPs (ELECTRA, Table 1)
+REFERENCE = [
+    ("GPT", "117M", 4.0e19, 78.8),
+    ("BERT-Small", "14M", 1.4e18, 75.1),
+    ("ELECTRA-Small", "14M", 1.4e18, 79.9),
+    ("BERT-Base", "110M", 6.4e19, 82.2),
+    ("ELECTRA-Base", "110M", 6.4e19, 85.1),
+]
+
+
+class UserError(Exception):
+    """Bad input: reported as one line, exit status 2."""
+
+
+# --- FLOPs, counted as the ELECTRA paper counts them (its appendix; flops_computation.py of its release) ---
+# One FLOP is one arithmetic operation: a multiply-add is 2, an exp is 1. The backward pass costs as much as the
+# forward pass. An embedding lookup counts as a product with a one-hot vector. Element-wise costs per value:
+DROPOUT = 4  # a random number, a comparison, the mask, the 1 / (1 - p) scale
+LAYER_NORM = 5  # mean, variance (square and sum), scale, shift
+ACTIVATION = 8  # GELU's tanh form
+SOFTMAX = 5  # max, subtract, exp, sum, divide
+
+
+@dataclass
+class Shape:
+    """What the FLOPs depend on: an encoder of `layers` x (hidden, heads, ffn) on sequences of `seq` tokens from a
+    vocabulary of `vocab`, its embeddings of width `embed`."""
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    vocab: int
+    seq: int
+    embed: int
+
+
+def layer_flops(s):
+    """Forward FLOPs of one Transformer layer, per token."""
+    h, T = s.hidden, s.seq
+    attention = (3 * (2 * h * h + h)  # query, key and value projections with their biases
+                 + 2 * h * T  # the scores q·k against every position
+                 + (SOFTMAX + DROPOUT + 1) * s.heads * T  # softmax, dropout and the 1/sqrt(d) scale of each score
+                 + 2 * h * T  # the weighted sum of the values
+                 + 2 * h * h + h  # the output projection
+                 + DROPOUT * h + h + LAYER_NORM * h)  # dropout, residual, LayerNorm (the release counts 5 in all here)
+    feed_forward = (2 * h * s.ffn + s.ffn + ACTIVATION * s.ffn  # up-projection, bias, GELU
+                    + 2 * s.ffn * h + h + DROPOUT * h + h + LAYER_NORM * h)  # down-projection, ..., LayerNorm
+    return attention + feed_forward
+
+
+def embedding_flops(s):
+    """Forward FLOPs of the input embeddings, per token: the token lookup, positions and segments (one-hot products
+    too), their sum, LayerNorm and dropout; then a projection where the embedding width E is not the hidden width."""
+    e = s.embed
+    flops = 2 * e * s.vocab + 2 * e * (s.seq + 2) + 2 * e + LAYER_NORM * e + DROPOUT * e
+    return flops + (2 * e * s.hidden + s.hidden if e != s.hidden else 0)
+
+
+def mlm_flops(s):
+    """Forward FLOPs of one masked-LM prediction: the head's dense layer to E, GELU and LayerNorm, the product with
+    the vocabulary, the softmax and picking the target."""
+    e = s.embed
+    return 2 * s.hidden * e + e + ACTIVATION * e + LAYER_NORM * e + 2 * e * s.vocab + SOFTMAX * s.vocab + 2 * s.vocab
+
+
+def lm_flops(s):
+    """Forward FLOPs of one next-token prediction of GPT-1: straight from the hidden state to the vocabulary."""
+    return 2 * s.hidden * s.vocab + SOFTMAX * s.vocab + 2 * s.vocab
+
+
+def binary_flops(s):
+    """Forward FLOPs of one binary decision from a hidden state (ELECTRA's per-token head; BERT's NSP and ALBERT's
+    SOP head on [CLS], with two outputs): a dense layer, its activation, the logits."""
+    return 2 * s.hidden * s.hidden + s.hidden + ACTIVATION * s.hidden + 2 * s.hidden
+
+
+def encoder_flops(s):
+    """Forward FLOPs of the embeddings and the layers for one sequence."""
+    return s.seq * (embedding_flops(s) + s.layers * layer_flops(s))
+
+
+def sequence_flops(paper, s, predictions, generator=None):
+    """Forward FLOPs of one training sequence of `paper`: the encoder, and the vocabulary projection only where a
+    loss is taken (`predictions` masked slots; every position for GPT-1). ELECTRA adds its generator, a `generator`
+    shape on the same embeddings, and replaces the vocabulary by one binary decision per token."""
+    if paper == "gpt":
+        return encoder_flops(s) + s.seq * lm_flops(s)
+    if paper == "roberta":
+        return encoder_flops(s) + predictions * mlm_flops(s)
+    if paper in ("bert", "albert"):
+        return encoder_flops(s) + predictions * mlm_flops(s) + binary_flops(s)  # + the sentence-pair head
+    if paper == "electra":
+        discriminator = encoder_flops(s) + s.seq * binary_flops(s)
+        return discriminator + encoder_flops(generator) + predictions * mlm_flops(generator)
+    raise ValueError(paper)
+
+
+def shapes_of(paper, cfg):
+    """The Shape (and ELECTRA's generator Shape) of a paper script's Config; the masked slots per sequence."""
+    s = Shape(cfg.layers, cfg.hidden, cfg.heads, cfg.ffn, cfg.vocab_size, cfg.seq_len, getattr(cfg, "embed",
+                                                                                                  cfg.hidden))
+    generator = None
+    if paper == "electra":
+        g = cfg.gen_hidden  # heads and FFN as the script sizes its generator
+        generator = dataclasses.replace(s, hidden=g, heads=max(1, g // 64), ffn=4 * g)
+    return s, generator, getattr(cfg, "max_predictions", cfg.seq_len)
+
+
+def step_flops(paper, cfg):
+    """Training FLOPs of one optimiser step: forward and backward (twice the forward) of every sequence."""
+    s, generator, predictions = shapes_of(paper, cfg)
+    return 2 * cfg.batch_size * cfg.grad_accum * sequence_flops(paper, s, predictions, generator)
+
+
+# --- the plan ---
+
+
+def paper_config(mod, paper, size, overrides):
+    """The paper's Config for the comparison: its preset for `size` with the shared shape, and the --set values."""
+    spec = SIZES[size]
+    base = mod.PRESETS[spec["preset"]]
+    shape = dict(spec["shape"], **spec["papers"].get(paper, {}))
+    if hasattr(base, "max_predictions"):
+        shape["max_predictions"] = round(PREDICTIONS * shape["seq_len"])
+    if spec["lr"] is not None:
+        shape["lr"] = spec["lr"]
+    for field, value in overrides.get(paper, {}).items():
+        if field not in {f.name for f in dataclasses.fields(base)}:
+            raise UserError(f"--set {paper}.{field}: {paper}.py's Config has no field {field!r}")
+        shape[field] = value
+    try:
+        return dataclasses.replace(base, **shape)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"--set: {paper}.py's Config refused the values ({e})") from None
+
+
+def plan(args):
+    """Steps, kept steps and estimated seconds of every stage, from the arguments; checks them first."""
+    papers = [p.strip() for p in args.papers.split(",") if p.strip()]
+    unknown = [p for p in papers if p not in PAPERS]
+    if unknown or not papers:
+        raise UserError(f"--papers: unknown paper {(unknown or [''])[0]!r}; choose from {', '.join(PAPERS)}")
+    if len(set(papers)) != len(papers):
+        raise UserError("--papers names a paper twice")
+    if args.size not in SIZES:
+        raise UserError(f"--size {args.size!r}: choose one of {', '.join(SIZES)}")
+    budget = SIZES[args.size]["budget"] if args.budget is None else args.budget
+    if not (budget > 0 and math.isfinite(budget)):
+        raise UserError(f"--budget must be a positive number of FLOPs, got {args.budget}")
+    args.seeds = SIZES[args.size]["seeds"] if args.seeds is None else args.seeds
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be 1 or more, got {args.seeds}")
+    overrides = parse_sets(args.set, papers)
+    rows = []
+    for paper in papers:
+        mod = importlib.import_module(paper)
+        cfg = paper_config(mod, paper, args.size, overrides)
+        per_step = step_flops(paper, cfg)
+        steps = int(budget // per_step)
+        if steps < 8:  # the 1/8 checkpoint needs a step of its own
+            raise UserError(f"--budget {budget:.3g} buys {paper} {steps} step(s) of {per_step:.3g} FLOPs; the 1/8 "
+                            f"checkpoint needs 8 or more: raise --budget to at least {8 * per_step:.3g}")
+        cfg = dataclasses.replace(cfg, steps=steps, warmup=max(1, round(WARMUP * steps)), schedule="linear",
+                                  log_interval=max(1, steps // 20), eval_interval=steps)
+        kept = [steps * a // b for a, b in FRACTIONS]
+        with torch.device("meta"):  # the parameter count without the memory
+            model = mod.Model(cfg)
+        params = model.num_params()
+        kept_params = sum(p.numel() for n, p in model.named_parameters()
+                          if not n.startswith(("generator.", "mlm.", "head.")))  # ELECTRA keeps the discriminator
+        rows.append({"paper": paper, "config": cfg, "flops_per_step": per_step, "steps": steps, "kept": kept,
+                     "flops": per_step * steps, "parameters": params, "discriminator": kept_params})
+    return {"papers": papers, "budget": budget, "rows": rows}
+
+
+def parse_sets(values, papers):
+    """--set PAPER.FIELD=VALUE, repeated: {paper: {field: value}}."""
+    overrides = {}
+    for item in values or []:
+        target, _, text = item.partition("=")
+        paper, _, field = target.partition(".")
+        if not (paper and field and text):
+            raise UserError(f"--set {item!r}: write PAPER.FIELD=VALUE, e.g. electra.gen_size=0.5")
+        if paper not in papers:
+            raise UserError(f"--set {item!r}: {paper!r} is not among --papers")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise UserError(f"--set {item!r}: {text!r} is not a number") from None
+        overrides.setdefault(paper, {})[field] = value
+    return overrides
+
+
+def fraction_name(a, b):
+    return "1" if a == b else f"{a}/{b}"
+
+
+def print_plan(p, args, task, device):
+    rows = p["rows"]
+    s = SIZES[args.size]["shape"]
+    print(f"compare: {args.size} size, {p['budget']:.3g} FLOPs of pretraining per paper, task {task['name']} "
+          f"({len(task['train'])} training examples), {args.seeds} seed(s), {device}, out {args.out}")
+    print(f"shape for all: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, FFN {s['ffn']}, "
+          f"vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, batch {s['batch_size'] * s['grad_accum']}; "
+          f"warmup {WARMUP:.0%} of the steps, then linear decay")
+    print(f"{'paper':<8} {'parameters':>11} {'FLOPs/step':>11} {'steps':>8}  {'kept at steps (1/8 1/4 1/2 1)':<32}"
+          f"{'est. time':>9}")
+    for r in rows:
+        print(f"{r['paper']:<8} {r['parameters']:>11,} {r['flops_per_step']:>11.3g} {r['steps']:>8,}  "
+              f"{' '.join(map(str, r['kept'])):<32}{clock(pretrain_seconds(r, device)):>9}")
+    n = len(rows) * (len(FRACTIONS) * args.seeds + args.seeds)
+    print(f"fine-tuning: {len(rows) * len(FRACTIONS)} checkpoints and {len(rows)} random-init floors, {n} runs in "
+          f"all, about {clock(n * finetune_seconds(p, task, args.size, device))}; total about {clock(total_estimate(p, args, task, device))} "
+          "(estimates until the first stages are timed)", flush=True)
+
+
+def finetune_seconds(p, task, size, device):
+    """A guess at one fine-tuning run before one has been timed: 6 FLOPs per weight of the layers per token, about
+    40 tokens per example, the epochs, at half the pretraining rate."""
+    cfg = p["rows"][0]["config"]
+    epochs = 10 if size == "tiny" else 3  # the tiny recipe's, the papers' (about)
+    return 6 * cfg.layers * 12 * cfg.hidden ** 2 * 40 * len(task["train"]) * epochs / (RATE[device.type] / 2)
+
+
+def total_estimate(p, args, task, device):
+    runs = len(p["rows"]) * (len(FRACTIONS) + 1) * args.seeds
+    return sum(pretrain_seconds(r, device) for r in p["rows"]) + runs * finetune_seconds(p, task, args.size, device)
+
+
+def pretrain_seconds(row, device):
+    return row["flops"] / RATE[device.type] + SETUP
+
+
+def clock(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# --- the stages ---
+
+
+def key_of(*parts):
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_stage(folder, key, what):
+    """The record of a stage in `folder`: None if it never started; refuses a folder made with other settings."""
+    path = folder / "stage.json"
+    if not path.exists():
+        if (folder / "ckpt.pt").exists() or (folder / "results.json").exists():
+            raise UserError(f"{folder} holds a run this comparison did not start; choose another --out")
+        return None
+    record = json.loads(path.read_text())
+    if record.get("key") != key:
+        raise UserError(f"{folder} holds {what} made with other settings; rerun with the same arguments to resume, "
+                        "or choose another --out")
+    return record
+
+
+def write_stage(folder, record):
+    tmp = folder / "stage.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, folder / "stage.json")
+
+
+@contextlib.contextmanager
+def quiet(log_path):
+    """The stage's own output goes to its log file; the terminal gets one line per stage."""
+    with open(log_path, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        yield
+
+
+def pretrain(row, args, out, data):
+    """Pretrain one paper for its steps, keeping the checkpoints at the fractions; resumes a stopped run."""
+    paper, cfg = row["paper"], row["config"]
+    folder = out / "pretrain" / paper
+    folder.mkdir(parents=True, exist_ok=True)
+    key = key_of(paper, dataclasses.asdict(cfg), row["kept"], data)
+    record = read_stage(folder, key, f"a {paper} pretraining")
+    if record and record["done"]:
+        return record, False
+    record = record or {"key": key, "done": False, "seconds": 0.0}
+    write_stage(folder, record)
+    mod = importlib.import_module(paper)
+    mod.PRESETS["compare"] = cfg  # the comparison's shape, as one more preset of the script
+    argv = ["--size", "compare", "--out", str(folder), "--keep", ",".join(map(str, row["kept"])), "--seed", "0",
+            "--device", args.device, "--data", data] + (["--resume"] if (folder / "ckpt.pt").exists() else [])
+    t0 = time.time()
+    try:
+        with quiet(folder / "train.log"):
+            mod.train(mod.build_parser().parse_args(argv))
+    except mod.UserError as e:
+        raise UserError(f"pretraining {paper}: {e} (log: {folder / 'train.log'})") from None
+    finally:
+        record["seconds"] += time.time() - t0
+        write_stage(folder, record)
+    evals = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    record.update(done=True, evaluations={str(e["step"]): {k: v for k, v in e.items() if k.startswith("val_")}
+                                          for e in evals if e["step"] in row["kept"]})
+    write_stage(folder, record)
+    return record, True
+
+
+def fine_tune(row, fraction, args, out, pretrain_key):
+    """Fine-tune the checkpoint of one fraction with finetune.py; at the whole budget, also the random-init floor."""
+    paper = row["paper"]
+    steps = row["kept"][FRACTIONS.index(fraction)]
+    whole = fraction[0] == fraction[1]
+    folder = out / "finetune" / f"{paper}-{fraction[0]}of{fraction[1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    key = key_of(pretrain_key, steps, args.task, args.seeds, whole)
+    record = read_stage(folder, key, f"a {paper} fine-tuning")
+    if record and record["done"]:
+        return record, False
+    write_stage(folder, {"key": key, "done": False})
+    ckpt = out / "pretrain" / paper / f"ckpt-{steps}.pt"
+    argv = [paper, "--ckpt", str(ckpt), "--task", args.task, "--seeds", str(args.seeds), "--out", str(folder),
+            "--device", args.device] + ([] if whole else ["--no-baseline"])
+    t0 = time.time()
+    try:
+        with quiet(folder / "finetune.log"):
+            finetune.main(argv)
+    except finetune.UserError as e:
+        raise UserError(f"fine-tuning {paper} at {fraction_name(*fraction)}: {e} (log: {folder / 'finetune.log'})"
+                        ) from None
+    results = json.loads((folder / "results.json").read_text())
+    record = {"key": key, "done": True, "seconds": time.time() - t0, "results": results}
+    write_stage(folder, record)
+    return record, True
+
+
+# --- results ---
+
+
+def collect(p, args, out, task, records):
+    """results.json: everything the table and the plot show."""
+    metric = task["metrics"][0]
+    first_dev = next(iter(task["dev"]))
+    papers = {}
+    for r in p["rows"]:
+        paper = r["paper"]
+        pre = records[("pretrain", paper)]
+        fractions = {}
+        for (a, b), steps in zip(FRACTIONS, r["kept"]):
+            res = records[(paper, (a, b))]["results"]
+            fractions[fraction_name(a, b)] = {
+                "steps": steps, "flops": steps * r["flops_per_step"],
+                "score": res["pretrained"][first_dev][metric], "test": res.get("test", {}).get(metric),
+                "pretraining": pre.get("evaluations", {}).get(str(steps), {})}
+        last = records[(paper, FRACTIONS[-1])]["results"]
+        papers[paper] = {"parameters": r["parameters"], "discriminator": r["discriminator"],
+                         "flops_per_step": r["flops_per_step"], "steps": r["steps"], "flops": r["flops"],
+                         "pretraining_seconds": pre["seconds"], "config": dataclasses.asdict(r["config"]),
+                         "fractions": fractions, "floor": last["scratch"][first_dev][metric]}
+        majority = last["majority"][first_dev][metric]
+    return {"size": args.size, "budget": p["budget"], "task": task["name"], "metric": metric, "dev_split": first_dev,
+            "seeds": args.seeds, "shape": SIZES[args.size]["shape"], "warmup": WARMUP, "set": args.set or [],
+            "majority": majority, "papers": papers,
+            "reference": [{"model": m, "parameters": n, "flops": f, "glue_dev": g} for m, n, f, g in REFERENCE]}
+
+
+def write_table(results, path):
+    """results.md: the settings, our measured table, and the papers' numbers beside it."""
+    metric, names = results["metric"], [fraction_name(a, b) for a, b in FRACTIONS]
+    s = results["shape"]
+    lines = [f"# Five objectives at equal pretraining compute ({results['size']} size)", "",
+             f"Each paper pretrained from scratch for {results['budget']:.3g} FLOPs (counted as the ELECTRA paper "
+             f"counts them), then fine-tuned on the `{results['task']}` task: dev {metric}, median over "
+             f"{results['seeds']} seed(s) ± half the range. Shape for all: {s['layers']} layers, hidden {s['hidden']}, "
+             f"{s['heads']} heads, FFN {s['ffn']}, vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, "
+             f"batch {s['batch_size'] * s['grad_accum']}." + (f" Settings changed: {', '.join(results['set'])}."
+                                                              if results["set"] else ""), "",
+             "| paper | parameters | FLOPs / step | steps | pretraining | "
+             + " | ".join(f"{n} of the budget" for n in names) + " | random init |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|"]
+    for paper, r in results["papers"].items():
+        params = f"{r['parameters']:,}" + (f" ({r['discriminator']:,} kept)" if paper == "electra" else "")
+        cells = [f"{f['score']['median']:.3f} ± {f['score']['spread']:.3f}" for f in r["fractions"].values()]
+        lines.append(f"| {paper} | {params} | {r['flops_per_step']:.3g} | {r['steps']:,} | "
+                     f"{r['pretraining_seconds']:.0f} s | " + " | ".join(cells)
+                     + f" | {r['floor']['median']:.3f} ± {r['floor']['spread']:.3f} |")
+    lines += ["", f"Always answering the most frequent class: {results['majority']:.3f}. The same checkpoints' "
+              "pretraining validation losses are in results.json.", "",
+              "The papers' own numbers, for reference (ELECTRA Table 1: GLUE dev score, pretraining FLOPs):", "",
+              "| model | parameters | pretraining FLOPs | GLUE dev |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['parameters']} | {r['flops']:.1e} | {r['glue_dev']} |"
+              for r in results["reference"]]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(results, path):
+    """score_vs_flops.png: the downstream score against pretraining FLOPs, a line per paper with the seeds' range
+    shaded; the random-init floors and the majority class as horizontal lines."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed, so no plot (pip install matplotlib); the table and JSON are written")
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for paper, r in results["papers"].items():
+        x = [f["flops"] for f in r["fractions"].values()]
+        each = [f["score"]["each"] for f in r["fractions"].values()]
+        line, = ax.plot(x, [f["score"]["median"] for f in r["fractions"].values()], "o-", label=paper)
+        ax.fill_between(x, [min(e) for e in each], [max(e) for e in each], color=line.get_color(), alpha=0.15)
+    floors = [r["floor"]["median"] for r in results["papers"].values()]
+    ax.axhspan(min(floors), max(floors) + 1e-4, color="grey", alpha=0.25, label="random init (range over papers)")
+    ax.axhline(results["majority"], color="grey", linestyle=":", label="majority class")
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining FLOPs")
+    ax.set_ylabel(f"dev {results['metric']} ({results['task']} task)")
+    ax.set_title(f"Five objectives at equal compute ({results['size']}, median of {results['seeds']} seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# --- the command line ---
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--papers", default=",".join(PAPERS), help="comma-separated")
+    p.add_argument("--size", default="tiny", help=f"the shape for all: {', '.join(SIZES)}")
+    p.add_argument("--budget", type=float, default=None,
+                   help="pretraining FLOPs per paper (default: the size's: "
+                        + ", ".join(f"{k} {v['budget']:.3g}" for k, v in SIZES.items()) + ")")
+    p.add_argument("--task", default="builtin", help="the downstream task, as finetune.py takes it")
+    p.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per checkpoint (default: the size's: "
+                   + ", ".join(f"{k} {v['seeds']}" for k, v in SIZES.items()) + ")")
+    p.add_argument("--data", default=None, help="the pretraining corpus, as the paper scripts take it (default: the "
+                                                "docs shipped with Python, written once to OUT/corpus.txt)")
+    p.add_argument("--out", default="runs/compare")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--set", action="append", metavar="PAPER.FIELD=VALUE",
+                   help="change one paper's setting, e.g. electra.gen_size=0.5, electra.disc_weight=20, bert.lr=1e-3 "
+                        "(repeatable); its steps follow from the budget")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    p = plan(args)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    task = finetune.read_task(args.task)  # every input is checked before anything is written
+    print_plan(p, args, task, device)
+    if args.dry_run:
+        return 0
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot make the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise UserError(f"--out {out}: the folder is not writable")
+    data = args.data
+    if data is None:  # one reading of the default corpus for all five, instead of one each
+        data = str(out / "corpus.txt")
+        if not Path(data).exists():
+            docs = importlib.import_module(p["papers"][0]).default_corpus()
+            Path(data + ".tmp").write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
+            os.replace(data + ".tmp", data)
+
+    stages = [("pretrain", r) for r in p["rows"]] + [(f, r) for r in p["rows"] for f in FRACTIONS]
+    estimate = {("pretrain", r["paper"]): pretrain_seconds(r, device) for r in p["rows"]}
+    estimate.update({(r["paper"], f): finetune_seconds(p, task, args.size, device) * args.seeds * (1 + (f[0] == f[1]))
+                     for r in p["rows"] for f in FRACTIONS})
+    timed = {"pretrain": [0.0, 0.0], "finetune": [0.0, 0.0]}  # seconds measured, seconds estimated for those stages
+    records, t_start = {}, time.time()
+    for i, (what, row) in enumerate(stages, 1):
+        paper = row["paper"]
+        name = (paper, what) if what != "pretrain" else ("pretrain", paper)
+        label = (f"pretraining {paper}: {row['steps']:,} steps, {row['flops']:.3g} FLOPs" if what == "pretrain" else
+                 f"fine-tuning {paper} at {fraction_name(*what)} of the budget (step {row['kept'][FRACTIONS.index(what)]:,})"
+                 + (", and its random init" if what[0] == what[1] else ""))
+        print(f"[{i}/{len(stages)}] {label} ...", end="", flush=True)
+        if what == "pretrain":
+            record, ran = pretrain(row, args, out, data)
+        else:
+            record, ran = fine_tune(row, what, args, out, records[("pretrain", paper)]["key"])
+        records[name] = record
+        kind = "pretrain" if what == "pretrain" else "finetune"
+        if ran:
+            timed[kind][0] += record["seconds"]
+            timed[kind][1] += estimate[name]
+        left = 0.0
+        for later_what, later_row in stages[i:]:
+            later = (later_row["paper"], later_what) if later_what != "pretrain" else ("pretrain", later_row["paper"])
+            k = "pretrain" if later_what == "pretrain" else "finetune"
+            left += estimate[later] * (timed[k][0] / timed[k][1] if timed[k][1] else 1.0)
+        print(f" {'done in ' + clock(record['seconds']) if ran else 'already done'}; about {clock(left)} left",
+              flush=True)
+
+    results = collect(p, args, out, task, records)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_table(results, out / "results.md")
+    plotted = plot(results, out / "score_vs_flops.png")
+    print()
+    print((out / "results.md").read_text())
+    print(f"written in {clock(time.time() - t_start)}: {out / 'results.md'}, {out / 'results.json'}"
+          + (f", {out / 'score_vs_flops.png'}" if plotted else ""))
+    return 0
+
+
+def cli(argv=None):
+    """main(), with bad input reported as one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except (UserError, finetune.UserError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume from the stages already finished", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

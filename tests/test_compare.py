@@ -1,0 +1,237 @@
+"""compare.py: the FLOP counter against hand computations and the ELECTRA paper's totals, budgets and fractions,
+a two-paper run end to end, resuming, and bad input."""
+import json
+import math
+
+import pytest
+import torch
+
+import bert
+import compare
+import electra
+import gpt
+from conftest import ROOT, run_script
+
+# A shape small enough to count by hand: 1 layer, hidden 4, 1 head, FFN 8, vocabulary 10, sequences of 3.
+# One layer, per token:
+#   attention: q, k, v 3 x (2*4*4 + 4) = 108; scores 2*4*3 = 24; softmax + dropout + scale (5 + 4 + 1) * 1 head * 3
+#   = 30; weighted values 2*4*3 = 24; output projection 2*4*4 + 4 = 36; dropout 4*4 + residual 4 + LayerNorm 5*4 = 40
+#   -> 262
+#   feed-forward: up 2*4*8 = 64, bias 8, GELU 8*8 = 64; down 2*8*4 = 64, bias 4, dropout 16, residual 4,
+#   LayerNorm 20 -> 244
+#   -> 506
+# Embeddings, per token: one-hot product 2*4*10 = 80, positions and segments 2*4*(3 + 2) = 40, sum 2*4 = 8,
+#   LayerNorm 20, dropout 16 -> 164
+# Encoder, per sequence: 3 * (164 + 506) = 2010
+# Heads: masked-LM prediction 2*4*4 + 4 + 8*4 + 5*4 + 2*4*10 + 5*10 + 2*10 = 238; next-token prediction
+#   2*4*10 + 5*10 + 2*10 = 150; binary decision 2*4*4 + 4 + 8*4 + 2*4 = 76
+TINY = dict(layers=1, hidden=4, heads=1, ffn=8, vocab_size=10, seq_len=3, batch_size=2, grad_accum=1)
+HAND = {
+    "gpt": 2010 + 3 * 150,  # every position predicts the next token
+    "bert": 2010 + 1 * 238 + 76,  # one masked slot + the NSP head on [CLS]
+    "roberta": 2010 + 1 * 238,  # one masked slot, no sentence-pair head
+    # ALBERT with E = 2: embeddings 2*2*10 + 2*2*5 + 4 + 10 + 8 = 82, + projection to 4: 2*2*4 + 4 = 20 -> 102;
+    # encoder 3 * (102 + 506) = 1824; its MLM head goes back to E: 2*4*2 + 2 + 16 + 10 + 2*2*10 + 50 + 20 = 154
+    "albert": 1824 + 154 + 76,
+    # ELECTRA, E = 4, generator hidden 2 (1 head, FFN 8): the discriminator 2010 + 3 tokens * 76 = 2238;
+    # a generator layer per token: q, k, v 3*(2*2*2 + 2) = 30, scores 12, softmax etc. 30, values 12,
+    # output 2*2*2 + 2 = 10, dropout/residual/LayerNorm 8 + 2 + 10 = 20 -> 114; FFN 32 + 8 + 64 + 32 + 2 + 8 + 2 + 10
+    # = 158 -> 272; its embeddings 164 + projection 2*4*2 + 2 = 18 -> 182; encoder 3 * (182 + 272) = 1362;
+    # one MLM prediction from width 2: 2*2*4 + 4 + 32 + 20 + 80 + 50 + 20 = 222
+    "electra": 2238 + 1362 + 222,
+}
+
+
+def tiny_config(paper):
+    mod = __import__(paper)
+    extra = {"max_predictions": 1} if paper != "gpt" else {}
+    extra.update({"albert": {"embed": 2}, "electra": {"embed": 4, "gen_size": 0.5}}.get(paper, {}))
+    return mod.Config(**TINY, **extra)
+
+
+@pytest.mark.parametrize("paper", compare.PAPERS)
+def test_flops_per_step_match_a_hand_count(paper):
+    # a step: batch 2, forward and backward (twice the forward)
+    assert compare.step_flops(paper, tiny_config(paper)) == 2 * 2 * HAND[paper]
+
+
+def test_grad_accumulation_and_batch_scale_the_step():
+    cfg = tiny_config("bert")
+    base = compare.step_flops("bert", cfg)
+    assert compare.step_flops("bert", bert.Config(**{**TINY, "batch_size": 6, "grad_accum": 2},
+                                                  max_predictions=1)) == 6 * base
+
+
+def test_the_papers_totals_come_out_of_the_counter():
+    """ELECTRA Table 1's pretraining FLOPs, from each model's published settings. The table prints two significant
+    digits, so the counts agree within the rounding (4%)."""
+    S = compare.Shape
+
+    def total(paper, shape, batch, steps, predictions, generator=None):
+        return 2 * batch * steps * compare.sequence_flops(paper, shape, predictions, generator)
+
+    small, small_gen = S(12, 256, 4, 1024, 30522, 128, 128), S(12, 64, 1, 256, 30522, 128, 128)
+    base, base_gen = S(12, 768, 12, 3072, 30522, 512, 768), S(12, 256, 4, 1024, 30522, 512, 768)
+    assert total("bert", small, 128, 1.45e6, 20) == pytest.approx(1.4e18, rel=0.04)  # BERT-Small
+    assert total("bert", base, 256, 1e6, 80) == pytest.approx(6.4e19, rel=0.04)  # BERT-Base
+    assert total("electra", base, 256, 766_000, 80, base_gen) == pytest.approx(6.4e19, rel=0.04)  # ELECTRA-Base
+    # GPT-1 (the release counts its vocabulary as 40,000; every position predicts)
+    assert total("gpt", S(12, 768, 12, 3072, 40000, 512, 768), 128, 960_800, 512) == pytest.approx(4.0e19, rel=0.04)
+    # ELECTRA-Small: the table prints 1.4e18; the release's flops_computation.py gives 1.29e18 for these settings
+    assert total("electra", small, 128, 1e6, 20, small_gen) == pytest.approx(1.29e18, rel=0.01)
+
+
+def test_each_paper_gets_the_steps_the_budget_buys_with_one_shape():
+    args = compare.build_parser().parse_args(["--budget", "3e12"])
+    p = compare.plan(args)
+    assert [r["paper"] for r in p["rows"]] == compare.PAPERS
+    shared = ("layers", "hidden", "heads", "ffn", "vocab_size", "seq_len", "batch_size", "grad_accum", "schedule")
+    first = p["rows"][0]["config"]
+    for r in p["rows"]:
+        cfg = r["config"]
+        assert all(getattr(cfg, f) == getattr(first, f) for f in shared), r["paper"]
+        assert r["flops_per_step"] == compare.step_flops(r["paper"], cfg)
+        assert 3e12 - r["flops_per_step"] < r["steps"] * r["flops_per_step"] <= 3e12  # the budget, to within a step
+        assert cfg.steps == r["steps"] and cfg.warmup == round(0.05 * r["steps"])  # one schedule shape
+        assert r["kept"] == [r["steps"] // 8, r["steps"] // 4, r["steps"] // 2, r["steps"]]
+        if r["paper"] != "gpt":
+            assert cfg.max_predictions == 10  # 20 per 128 tokens for every masked LM
+    steps = {r["paper"]: r["steps"] for r in p["rows"]}
+    # the costlier objectives get fewer steps: GPT-1 predicts every position, ELECTRA runs a generator too,
+    # ALBERT's narrow embeddings cost less than the others'
+    assert steps["electra"] < steps["bert"] and steps["gpt"] < steps["bert"] < steps["albert"]
+    assert steps["bert"] > steps["roberta"] or steps["bert"] == steps["roberta"]  # NSP's head: a rounding's worth
+
+
+def test_a_set_value_changes_the_steps_at_the_same_budget():
+    base = compare.plan(compare.build_parser().parse_args(["--papers", "electra", "--budget", "3e12"]))["rows"][0]
+    half = compare.plan(compare.build_parser().parse_args(["--papers", "electra", "--budget", "3e12",
+                                                           "--set", "electra.gen_size=0.5"]))["rows"][0]
+    assert half["config"].gen_hidden == 64 and base["config"].gen_hidden == 32
+    assert half["flops_per_step"] > base["flops_per_step"] and half["steps"] < base["steps"]
+
+
+@pytest.fixture(scope="module")
+def small_task(tmp_path_factory):
+    """A fine-tuning task small enough for the suite: is a sentence about files or about numbers."""
+    folder = tmp_path_factory.mktemp("task")
+    files = ["open the file and read it", "write the file to disk", "the path of the file", "close the file",
+             "the file is missing", "remove the file from the folder"]
+    numbers = ["add the two numbers", "the sum of the values", "divide the number by two", "an integer or a float",
+               "multiply the numbers", "round the number down"]
+    rows = [(s, "files") for s in files] + [(s, "numbers") for s in numbers]
+    for name, part in (("train", rows), ("dev", rows[::2])):
+        (folder / f"{name}.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in part))
+    return folder
+
+
+def run_compare(corpus, task, out, *extra):
+    return compare.main(["--papers", "bert,electra", "--budget", "3e11", "--seeds", "2", "--task", str(task),
+                         "--data", str(corpus), "--out", str(out), "--device", "cpu", *extra])
+
+
+@pytest.fixture(scope="module")
+def finished(corpus, small_task, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare")
+    assert run_compare(corpus, small_task, out) == 0
+    return out
+
+
+def test_a_two_paper_run_writes_the_table_json_and_plot(finished):
+    results = json.loads((finished / "results.json").read_text())
+    assert list(results["papers"]) == ["bert", "electra"]
+    for paper, r in results["papers"].items():
+        assert r["steps"] * r["flops_per_step"] <= 3e11 < (r["steps"] + 1) * r["flops_per_step"]
+        assert list(r["fractions"]) == ["1/8", "1/4", "1/2", "1"]
+        for name, f in r["fractions"].items():
+            assert f["flops"] == f["steps"] * r["flops_per_step"]
+            assert len(f["score"]["each"]) == 2 and all(0 <= v <= 1 for v in f["score"]["each"])
+            assert math.isfinite(f["pretraining"]["val_loss"])  # evaluated at the kept step
+        assert len(r["floor"]["each"]) == 2
+    assert results["papers"]["electra"]["discriminator"] < results["papers"]["electra"]["parameters"]
+    table = (finished / "results.md").read_text()
+    assert "| bert |" in table and "| electra |" in table and "ELECTRA-Small" in table
+    assert (finished / "score_vs_flops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_kept_checkpoints_are_the_models_at_their_steps(finished):
+    results = json.loads((finished / "results.json").read_text())
+    for paper, r in results["papers"].items():
+        for f in r["fractions"].values():
+            state = torch.load(finished / "pretrain" / paper / f"ckpt-{f['steps']}.pt", map_location="cpu",
+                               weights_only=False)
+            assert state["step"] == f["steps"]
+        first, last = (torch.load(finished / "pretrain" / paper / f"ckpt-{r['fractions'][k]['steps']}.pt",
+                                  map_location="cpu", weights_only=False)["model"] for k in ("1/8", "1"))
+        assert any(not torch.equal(first[k], last[k]) for k in first)  # training went on after the first copy
+
+
+def test_a_rerun_skips_finished_stages_and_redoes_a_missing_one(finished, corpus, small_task, capsys):
+    import shutil
+
+    ckpt = finished / "pretrain" / "bert" / "ckpt.pt"
+    before = ckpt.stat().st_mtime_ns
+    shutil.rmtree(finished / "finetune" / "electra-1of2")  # as if killed before that stage finished
+    capsys.readouterr()
+    assert run_compare(corpus, small_task, finished) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 10 and sum("already done" in line for line in lines) == 9
+    assert "electra at 1/2" in next(line for line in lines if "already done" not in line)
+    assert ckpt.stat().st_mtime_ns == before
+
+
+def test_a_stopped_pretraining_resumes_from_its_checkpoint(finished, corpus, small_task):
+    folder = finished / "pretrain" / "electra"
+    steps = json.loads((finished / "results.json").read_text())["papers"]["electra"]["steps"]
+    record = json.loads((folder / "stage.json").read_text())
+    (folder / "stage.json").write_text(json.dumps({**record, "done": False}))  # as if stopped after its checkpoint
+    assert run_compare(corpus, small_task, finished) == 0
+    log = (folder / "train.log").read_text()
+    assert log.count(f"step 0 of {steps}") == 1  # trained from scratch once ...
+    assert log.count(f"step {steps} of {steps}") == 1  # ... and this time went on from the checkpoint, not step 0
+    assert json.loads((folder / "stage.json").read_text())["done"]
+
+
+def test_other_settings_in_the_same_out_are_refused(finished, corpus, small_task, capsys):
+    assert compare.cli(["--papers", "bert", "--budget", "4e11", "--seeds", "2", "--task", str(small_task), "--data",
+                        str(corpus), "--out", str(finished), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "other settings" in err[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--papers", "bert,t5"], "unknown paper 't5'"),
+    (["--budget", "1e9"], "the 1/8 checkpoint needs 8 or more"),
+    (["--budget", "-5"], "--budget must be a positive"),
+    (["--set", "electra.nonsense=1"], "has no field 'nonsense'"),
+    (["--set", "electra.gen_size"], "write PAPER.FIELD=VALUE"),
+    (["--size", "huge"], "--size 'huge'"),
+])
+def test_bad_input_is_one_error_line_and_writes_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert compare.cli(args + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+    assert not out.exists()
+
+
+def test_an_unwritable_out_is_one_error_line(tmp_path, small_task, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert compare.cli(["--papers", "bert", "--budget", "3e11", "--task", str(small_task),
+                        "--out", str(tmp_path / "file" / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --out")
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    r = run_script(ROOT / "compare.py", "--dry-run", "--out", tmp_path / "out")
+    assert r.returncode == 0 and not (tmp_path / "out").exists()
+    for paper in compare.PAPERS:
+        assert any(line.startswith(paper + " ") for line in r.stdout.splitlines())
+    assert "total about" in r.stdout
+
+
+def test_keep_is_checked_by_the_paper_scripts(tmp_path):
+    r = run_script(ROOT / "gpt.py", "--train", "--keep", "two", "--out", tmp_path / "run")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --keep takes step numbers separated by commas, got 'two'"
+    assert not (tmp_path / "run").exists()
