@@ -48,13 +48,14 @@ SIZES = {
     "small": {"shape": dict(layers=12, hidden=256, heads=4, ffn=1024, vocab_size=30522, seq_len=128, batch_size=128,
                             grad_accum=1),
               "papers": {"albert": {"embed": 128}, "electra": {"embed": 128, "gen_size": 1 / 4}},
-              "preset": "base", "lr": 5e-4, "budget": 1e17, "seeds": 3},
+              "preset": "base", "lr": 5e-4, "budget": 7e16, "seeds": 3},  # 1/20 of ELECTRA-Small's 1.4e18
     # BERT-Base's shape, batch 256 as 32 x 8 micro-batches; each paper's own base learning rate
     "base": {"shape": dict(layers=12, hidden=768, heads=12, ffn=3072, vocab_size=30522, seq_len=512, batch_size=32,
                            grad_accum=8),
              "papers": {"albert": {"embed": 128}, "electra": {"embed": 768, "gen_size": 1 / 3}},
              "preset": "base", "lr": None, "budget": 1e18, "seeds": 3},
 }
+DERIVED = ("steps", "warmup", "schedule", "max_predictions")  # set by the plan for all papers alike
 WARMUP = 0.05  # one schedule shape for all: linear warmup over the first 5% of the steps, then linear decay to 0
 PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM: BERT's release, 20 at length 128
 # what the plan assumes before a stage has been timed: counted FLOPs per second (measured here: 2 CPU cores, tiny)
@@ -190,6 +191,16 @@ def paper_config(mod, paper, size, overrides):
     for field, value in overrides.get(paper, {}).items():
         if field not in {f.name for f in dataclasses.fields(base)}:
             raise UserError(f"--set {paper}.{field}: {paper}.py's Config has no field {field!r}")
+        if field in spec["shape"] or field in DERIVED:
+            raise UserError(f"--set {paper}.{field}: the comparison sets {field} the same for every paper")
+        default = getattr(base, field)
+        if not (isinstance(value, (int, float)) and isinstance(default, (int, float)) and value >= 0
+                and (isinstance(value, int) or isinstance(default, float))):
+            raise UserError(f"--set {paper}.{field}={value!r}: give a number of 0 or more, like its default "
+                            f"{default!r}")
+        if field == "gen_size" and not 0 < value <= 1:
+            raise UserError(f"--set {paper}.gen_size={value!r}: the generator is a fraction (0, 1] of the "
+                            "discriminator")
         shape[field] = value
     try:
         return dataclasses.replace(base, **shape)
@@ -226,13 +237,17 @@ def plan(args):
         cfg = dataclasses.replace(cfg, steps=steps, warmup=max(1, round(WARMUP * steps)), schedule="linear",
                                   log_interval=max(1, steps // 20), eval_interval=steps)
         kept = [steps * a // b for a, b in FRACTIONS]
-        with torch.device("meta"):  # the parameter count without the memory
-            model = mod.Model(cfg)
+        try:
+            with torch.device("meta"):  # the parameter count without the memory
+                model = mod.Model(cfg)
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:
+            raise UserError(f"--set: {paper}.py cannot build a model with these values ({e})") from None
         params = model.num_params()
-        kept_params = sum(p.numel() for n, p in model.named_parameters()
-                          if not n.startswith(("generator.", "mlm.", "head.")))  # ELECTRA keeps the discriminator
+        kept_params = sum(p.numel() for n, p in model.named_parameters()  # what fine-tuning keeps of ELECTRA
+                          if not n.startswith(("generator.", "mlm.", "head.")))
         rows.append({"paper": paper, "config": cfg, "flops_per_step": per_step, "steps": steps, "kept": kept,
-                     "flops": per_step * steps, "parameters": params, "discriminator": kept_params})
+                     "flops": per_step * steps, "parameters": params,
+                     "discriminator": kept_params if paper == "electra" else None})
     return {"papers": papers, "budget": budget, "rows": rows}
 
 
@@ -258,6 +273,10 @@ def fraction_name(a, b):
     return "1" if a == b else f"{a}/{b}"
 
 
+def fraction_label(a, b):
+    return "the whole budget" if a == b else f"{a}/{b} of the budget"
+
+
 def print_plan(p, args, task, device):
     rows = p["rows"]
     s = SIZES[args.size]["shape"]
@@ -272,17 +291,19 @@ def print_plan(p, args, task, device):
         print(f"{r['paper']:<8} {r['parameters']:>11,} {r['flops_per_step']:>11.3g} {r['steps']:>8,}  "
               f"{' '.join(map(str, r['kept'])):<32}{clock(pretrain_seconds(r, device)):>9}")
     n = len(rows) * (len(FRACTIONS) * args.seeds + args.seeds)
+    finetuning, total = n * finetune_seconds(p, task, args.size, device), total_estimate(p, args, task, device)
     print(f"fine-tuning: {len(rows) * len(FRACTIONS)} checkpoints and {len(rows)} random-init floors, {n} runs in "
-          f"all, about {clock(n * finetune_seconds(p, task, args.size, device))}; total about {clock(total_estimate(p, args, task, device))} "
-          "(estimates until the first stages are timed)", flush=True)
+          f"all, about {clock(finetuning)}; total about {clock(total)} (estimates until the first stages are timed)",
+          flush=True)
 
 
 def finetune_seconds(p, task, size, device):
     """A guess at one fine-tuning run before one has been timed: 6 FLOPs per weight of the layers per token, about
-    40 tokens per example, the epochs, at half the pretraining rate."""
+    40 tokens per example, the epochs, at 2/3 of the pretraining rate (measured at the tiny size)."""
     cfg = p["rows"][0]["config"]
     epochs = 10 if size == "tiny" else 3  # the tiny recipe's, the papers' (about)
-    return 6 * cfg.layers * 12 * cfg.hidden ** 2 * 40 * len(task["train"]) * epochs / (RATE[device.type] / 2)
+    compute = 6 * cfg.layers * 12 * cfg.hidden ** 2 * 40 * len(task["train"]) * epochs / (RATE[device.type] * 2 / 3)
+    return max(5.0, compute)  # at least the seconds of building, encoding and exporting
 
 
 def total_estimate(p, args, task, device):
@@ -296,7 +317,9 @@ def pretrain_seconds(row, device):
 
 def clock(seconds):
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 # --- the stages ---
@@ -384,7 +407,7 @@ def fine_tune(row, fraction, args, out, pretrain_key):
         with quiet(folder / "finetune.log"):
             finetune.main(argv)
     except finetune.UserError as e:
-        raise UserError(f"fine-tuning {paper} at {fraction_name(*fraction)}: {e} (log: {folder / 'finetune.log'})"
+        raise UserError(f"fine-tuning {paper} at {fraction_label(*fraction)}: {e} (log: {folder / 'finetune.log'})"
                         ) from None
     results = json.loads((folder / "results.json").read_text())
     record = {"key": key, "done": True, "seconds": time.time() - t0, "results": results}
@@ -424,18 +447,19 @@ def collect(p, args, out, task, records):
 
 def write_table(results, path):
     """results.md: the settings, our measured table, and the papers' numbers beside it."""
-    metric, names = results["metric"], [fraction_name(a, b) for a, b in FRACTIONS]
+    metric = results["metric"]
     s = results["shape"]
     lines = [f"# Five objectives at equal pretraining compute ({results['size']} size)", "",
              f"Each paper pretrained from scratch for {results['budget']:.3g} FLOPs (counted as the ELECTRA paper "
              f"counts them), then fine-tuned on the `{results['task']}` task: dev {metric}, median over "
-             f"{results['seeds']} seed(s) ± half the range. Shape for all: {s['layers']} layers, hidden {s['hidden']}, "
+             f"{results['seeds']} seed(s) ± half the range. Shape for all: {s['layers']} layers, "
+             f"hidden {s['hidden']}, "
              f"{s['heads']} heads, FFN {s['ffn']}, vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, "
              f"batch {s['batch_size'] * s['grad_accum']}." + (f" Settings changed: {', '.join(results['set'])}."
                                                               if results["set"] else ""), "",
              "| paper | parameters | FLOPs / step | steps | pretraining | "
-             + " | ".join(f"{n} of the budget" for n in names) + " | random init |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(names) + "---:|"]
+             + " | ".join(fraction_label(a, b) for a, b in FRACTIONS) + " | random init |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(FRACTIONS) + "---:|"]
     for paper, r in results["papers"].items():
         params = f"{r['parameters']:,}" + (f" ({r['discriminator']:,} kept)" if paper == "electra" else "")
         cells = [f"{f['score']['median']:.3f} ± {f['score']['spread']:.3f}" for f in r["fractions"].values()]
@@ -541,7 +565,7 @@ def main(argv=None):
         paper = row["paper"]
         name = (paper, what) if what != "pretrain" else ("pretrain", paper)
         label = (f"pretraining {paper}: {row['steps']:,} steps, {row['flops']:.3g} FLOPs" if what == "pretrain" else
-                 f"fine-tuning {paper} at {fraction_name(*what)} of the budget (step {row['kept'][FRACTIONS.index(what)]:,})"
+                 f"fine-tuning {paper} at {fraction_label(*what)} (step {row['kept'][FRACTIONS.index(what)]:,})"
                  + (", and its random init" if what[0] == what[1] else ""))
         print(f"[{i}/{len(stages)}] {label} ...", end="", flush=True)
         if what == "pretrain":

@@ -206,6 +206,13 @@ def test_other_settings_in_the_same_out_are_refused(finished, corpus, small_task
     (["--set", "electra.nonsense=1"], "has no field 'nonsense'"),
     (["--set", "electra.gen_size"], "write PAPER.FIELD=VALUE"),
     (["--size", "huge"], "--size 'huge'"),
+    (["--set", "electra.hidden=64"], "sets hidden the same for every paper"),
+    (["--set", "electra.gen_size=0"], "the generator is a fraction"),
+    (["--set", "electra.layers=1.5"], "sets layers the same"),
+    (["--set", "electra.lr=fast"], "is not a number"),
+    (["--set", "bert.disc_weight=2"], "has no field 'disc_weight'"),
+    (["--papers", "bert", "--set", "electra.lr=1e-3"], "is not among --papers"),
+    (["--seeds", "0"], "--seeds must be 1 or more"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args, message, tmp_path, capsys):
     out = tmp_path / "out"
