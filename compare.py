@@ -5,7 +5,7 @@ as many steps as the budget buys its objective (FLOPs counted as the ELECTRA pap
 1/8, 1/4, 1/2 and all of the budget are fine-tuned with finetune.py (the paper's recipe, the same seeds and splits
 for all), beside a randomly initialised model as the floor. Out come results.md, results.json and score_vs_flops.png.
 
-    python compare.py                        # tiny size, built-in task: about 13 minutes on 2 CPU cores
+    python compare.py                        # tiny size, built-in task: 10-11 minutes on 2 CPU cores
     python compare.py --dry-run              # the plan only: steps per paper and the estimated time
     python compare.py --size small           # ELECTRA-Small's shape, on one GPU (--data: a real corpus)
     python compare.py --papers bert,electra --set electra.gen_size=0.5     # one of ELECTRA's levers
@@ -17,6 +17,7 @@ import argparse
 import ast
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import importlib
 import json
@@ -55,7 +56,7 @@ SIZES = {
              "papers": {"albert": {"embed": 128}, "electra": {"embed": 768, "gen_size": 1 / 3}},
              "preset": "base", "lr": None, "budget": 1e18, "seeds": 3},
 }
-DERIVED = ("steps", "warmup", "schedule", "max_predictions")  # set by the plan for all papers alike
+DERIVED = ("steps", "warmup", "schedule", "max_predictions", "log_interval", "eval_interval")  # set by the plan
 WARMUP = 0.05  # one schedule shape for all: linear warmup over the first 5% of the steps, then linear decay to 0
 PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM: BERT's release, 20 at length 128
 # what the plan assumes before a stage has been timed: counted FLOPs per second (measured here: 2 CPU cores, tiny)
@@ -88,7 +89,7 @@ SOFTMAX = 5  # max, subtract, exp, sum, divide
 @dataclass
 class Shape:
     """What the FLOPs depend on: an encoder of `layers` x (hidden, heads, ffn) on sequences of `seq` tokens from a
-    vocabulary of `vocab`, its embeddings of width `embed`."""
+    vocabulary of `vocab`, its embeddings of width `embed` (projected to `hidden` where they differ)."""
     layers: int
     hidden: int
     heads: int
@@ -96,6 +97,7 @@ class Shape:
     vocab: int
     seq: int
     embed: int
+    projected: bool = False  # a projection E -> hidden even where they are equal (ALBERT's is always there)
 
 
 def layer_flops(s):
@@ -106,7 +108,7 @@ def layer_flops(s):
                  + (SOFTMAX + DROPOUT + 1) * s.heads * T  # softmax, dropout and the 1/sqrt(d) scale of each score
                  + 2 * h * T  # the weighted sum of the values
                  + 2 * h * h + h  # the output projection
-                 + DROPOUT * h + h + LAYER_NORM * h)  # dropout, residual, LayerNorm (the release counts 5 in all here)
+                 + DROPOUT * h + h + LAYER_NORM * h)  # dropout, residual, LayerNorm (5 per value; the release: 5)
     feed_forward = (2 * h * s.ffn + s.ffn + ACTIVATION * s.ffn  # up-projection, bias, GELU
                     + 2 * s.ffn * h + h + DROPOUT * h + h + LAYER_NORM * h)  # down-projection, ..., LayerNorm
     return attention + feed_forward
@@ -117,7 +119,7 @@ def embedding_flops(s):
     too), their sum, LayerNorm and dropout; then a projection where the embedding width E is not the hidden width."""
     e = s.embed
     flops = 2 * e * s.vocab + 2 * e * (s.seq + 2) + 2 * e + LAYER_NORM * e + DROPOUT * e
-    return flops + (2 * e * s.hidden + s.hidden if e != s.hidden else 0)
+    return flops + (2 * e * s.hidden + s.hidden if e != s.hidden or s.projected else 0)
 
 
 def mlm_flops(s):
@@ -132,10 +134,10 @@ def lm_flops(s):
     return 2 * s.hidden * s.vocab + SOFTMAX * s.vocab + 2 * s.vocab
 
 
-def binary_flops(s):
-    """Forward FLOPs of one binary decision from a hidden state (ELECTRA's per-token head; BERT's NSP and ALBERT's
-    SOP head on [CLS], with two outputs): a dense layer, its activation, the logits."""
-    return 2 * s.hidden * s.hidden + s.hidden + ACTIVATION * s.hidden + 2 * s.hidden
+def binary_flops(s, outputs=1):
+    """Forward FLOPs of one decision from a hidden state (ELECTRA's per-token head, one logit; BERT's NSP and
+    ALBERT's SOP head on [CLS], two logits): a dense layer, its activation, the logits."""
+    return 2 * s.hidden * s.hidden + s.hidden + ACTIVATION * s.hidden + 2 * s.hidden * outputs
 
 
 def encoder_flops(s):
@@ -152,7 +154,7 @@ def sequence_flops(paper, s, predictions, generator=None):
     if paper == "roberta":
         return encoder_flops(s) + predictions * mlm_flops(s)
     if paper in ("bert", "albert"):
-        return encoder_flops(s) + predictions * mlm_flops(s) + binary_flops(s)  # + the sentence-pair head
+        return encoder_flops(s) + predictions * mlm_flops(s) + binary_flops(s, 2)  # + the sentence-pair head
     if paper == "electra":
         discriminator = encoder_flops(s) + s.seq * binary_flops(s)
         return discriminator + encoder_flops(generator) + predictions * mlm_flops(generator)
@@ -161,13 +163,21 @@ def sequence_flops(paper, s, predictions, generator=None):
 
 def shapes_of(paper, cfg):
     """The Shape (and ELECTRA's generator Shape) of a paper script's Config; the masked slots per sequence."""
-    s = Shape(cfg.layers, cfg.hidden, cfg.heads, cfg.ffn, cfg.vocab_size, cfg.seq_len, getattr(cfg, "embed",
-                                                                                                  cfg.hidden))
+    s = Shape(cfg.layers, cfg.hidden, cfg.heads, cfg.ffn, cfg.vocab_size, cfg.seq_len,
+              getattr(cfg, "embed", cfg.hidden), projected=paper == "albert")
     generator = None
     if paper == "electra":
         g = cfg.gen_hidden  # heads and FFN as the script sizes its generator
-        generator = dataclasses.replace(s, hidden=g, heads=max(1, g // 64), ffn=4 * g)
+        generator = dataclasses.replace(s, hidden=g, heads=max(1, g // 64), ffn=4 * g)  # projected if E != g
     return s, generator, getattr(cfg, "max_predictions", cfg.seq_len)
+
+
+def lookup_share(paper, cfg):
+    """The part of a step's counted FLOPs that are embedding lookups counted as one-hot products (ELECTRA embeds
+    twice: the generator's input and the discriminator's): large at small sizes, nothing a GPU multiplies out."""
+    s, _, _ = shapes_of(paper, cfg)
+    lookups = 2 * s.embed * s.vocab * s.seq * (2 if paper == "electra" else 1)
+    return 2 * cfg.batch_size * cfg.grad_accum * lookups / step_flops(paper, cfg)
 
 
 def step_flops(paper, cfg):
@@ -194,18 +204,22 @@ def paper_config(mod, paper, size, overrides):
         if field in spec["shape"] or field in DERIVED:
             raise UserError(f"--set {paper}.{field}: the comparison sets {field} the same for every paper")
         default = getattr(base, field)
-        if not (isinstance(value, (int, float)) and isinstance(default, (int, float)) and value >= 0
-                and (isinstance(value, int) or isinstance(default, float))):
+        if not (is_number(value) and is_number(default) and value >= 0 and type(value) in (type(default), int)):
             raise UserError(f"--set {paper}.{field}={value!r}: give a number of 0 or more, like its default "
                             f"{default!r}")
-        if field == "gen_size" and not 0 < value <= 1:
-            raise UserError(f"--set {paper}.gen_size={value!r}: the generator is a fraction (0, 1] of the "
-                            "discriminator")
         shape[field] = value
-    try:
-        return dataclasses.replace(base, **shape)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"--set: {paper}.py's Config refused the values ({e})") from None
+    cfg = dataclasses.replace(base, **shape)
+    sizes = {"max_len": cfg.max_len - cfg.seq_len + 1, "embed": getattr(cfg, "embed", 1),
+             "gen_size": getattr(cfg, "gen_hidden", 1), "type_vocab": getattr(cfg, "type_vocab", 1)}
+    for field, room in sizes.items():
+        if room < 1:  # a layer of width 0, or fewer positions than a sequence has
+            raise UserError(f"--set {paper}.{field}={getattr(cfg, field)!r} leaves no model to build (max_len must "
+                            f"be at least the sequence length {cfg.seq_len}; widths and sizes at least 1)")
+    return cfg
+
+
+def is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def plan(args):
@@ -246,7 +260,7 @@ def plan(args):
         kept_params = sum(p.numel() for n, p in model.named_parameters()  # what fine-tuning keeps of ELECTRA
                           if not n.startswith(("generator.", "mlm.", "head.")))
         rows.append({"paper": paper, "config": cfg, "flops_per_step": per_step, "steps": steps, "kept": kept,
-                     "flops": per_step * steps, "parameters": params,
+                     "flops": per_step * steps, "parameters": params, "lookups": lookup_share(paper, cfg),
                      "discriminator": kept_params if paper == "electra" else None})
     return {"papers": papers, "budget": budget, "rows": rows}
 
@@ -285,11 +299,13 @@ def print_plan(p, args, task, device):
     print(f"shape for all: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, FFN {s['ffn']}, "
           f"vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, batch {s['batch_size'] * s['grad_accum']}; "
           f"warmup {WARMUP:.0%} of the steps, then linear decay")
-    print(f"{'paper':<8} {'parameters':>11} {'FLOPs/step':>11} {'steps':>8}  {'kept at steps (1/8 1/4 1/2 1)':<32}"
-          f"{'est. time':>9}")
+    print(f"{'paper':<8} {'parameters':>11} {'FLOPs/step':>11} {'lookups':>8} {'steps':>8}  "
+          f"{'kept at steps (1/8 1/4 1/2 1)':<32}{'est. time':>9}")
     for r in rows:
-        print(f"{r['paper']:<8} {r['parameters']:>11,} {r['flops_per_step']:>11.3g} {r['steps']:>8,}  "
-              f"{' '.join(map(str, r['kept'])):<32}{clock(pretrain_seconds(r, device)):>9}")
+        print(f"{r['paper']:<8} {r['parameters']:>11,} {r['flops_per_step']:>11.3g} {r['lookups']:>8.0%} "
+              f"{r['steps']:>8,}  {' '.join(map(str, r['kept'])):<32}{clock(pretrain_seconds(r, device)):>9}")
+    print("(lookups: the share of the counted FLOPs that are embedding lookups, counted as one-hot products as the "
+          "ELECTRA paper counts them)")
     n = len(rows) * (len(FRACTIONS) * args.seeds + args.seeds)
     finetuning, total = n * finetune_seconds(p, task, args.size, device), total_estimate(p, args, task, device)
     print(f"fine-tuning: {len(rows) * len(FRACTIONS)} checkpoints and {len(rows)} random-init floors, {n} runs in "
@@ -329,8 +345,10 @@ def key_of(*parts):
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_stage(folder, key, what):
-    """The record of a stage in `folder`: None if it never started; refuses a folder made with other settings."""
+def read_stage(folder, key, what, redo=False):
+    """The record of a stage in `folder`, or None to (re)start it: a stage that never started, one that stopped
+    before its first checkpoint, or (with `redo`, for fine-tuning) one made with other settings. A pretraining with
+    other settings is refused: its checkpoints are the costly part of a comparison."""
     path = folder / "stage.json"
     if not path.exists():
         if (folder / "ckpt.pt").exists() or (folder / "results.json").exists():
@@ -338,6 +356,8 @@ def read_stage(folder, key, what):
         return None
     record = json.loads(path.read_text())
     if record.get("key") != key:
+        if redo or not (record.get("done") or (folder / "ckpt.pt").exists()):
+            return None
         raise UserError(f"{folder} holds {what} made with other settings; rerun with the same arguments to resume, "
                         "or choose another --out")
     return record
@@ -361,7 +381,7 @@ def pretrain(row, args, out, data):
     paper, cfg = row["paper"], row["config"]
     folder = out / "pretrain" / paper
     folder.mkdir(parents=True, exist_ok=True)
-    key = key_of(paper, dataclasses.asdict(cfg), row["kept"], data)
+    key = key_of(paper, dataclasses.asdict(cfg), row["kept"], args.data or "the default corpus")
     record = read_stage(folder, key, f"a {paper} pretraining")
     if record and record["done"]:
         return record, False
@@ -377,9 +397,15 @@ def pretrain(row, args, out, data):
             mod.train(mod.build_parser().parse_args(argv))
     except mod.UserError as e:
         raise UserError(f"pretraining {paper}: {e} (log: {folder / 'train.log'})") from None
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"pretraining {paper}: out of GPU memory at batch {cfg.batch_size}; the shape is shared, so "
+                        "choose a smaller --size (the base size already runs micro-batches of 32)") from None
     finally:
         record["seconds"] += time.time() - t0
         write_stage(folder, record)
+    missing = [k for k in row["kept"] if not (folder / f"ckpt-{k}.pt").exists()]
+    if missing:  # kept steps are written before the latest checkpoint, so only a run made otherwise lacks one
+        raise UserError(f"{folder} has no checkpoint of step {missing[0]}: remove the folder to pretrain {paper} again")
     evals = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     record.update(done=True, evaluations={str(e["step"]): {k: v for k, v in e.items() if k.startswith("val_")}
                                           for e in evals if e["step"] in row["kept"]})
@@ -395,7 +421,7 @@ def fine_tune(row, fraction, args, out, pretrain_key):
     folder = out / "finetune" / f"{paper}-{fraction[0]}of{fraction[1]}"
     folder.mkdir(parents=True, exist_ok=True)
     key = key_of(pretrain_key, steps, args.task, args.seeds, whole)
-    record = read_stage(folder, key, f"a {paper} fine-tuning")
+    record = read_stage(folder, key, f"a {paper} fine-tuning", redo=True)  # a new task or seeds: fine-tune again
     if record and record["done"]:
         return record, False
     write_stage(folder, {"key": key, "done": False})
@@ -409,6 +435,8 @@ def fine_tune(row, fraction, args, out, pretrain_key):
     except finetune.UserError as e:
         raise UserError(f"fine-tuning {paper} at {fraction_label(*fraction)}: {e} (log: {folder / 'finetune.log'})"
                         ) from None
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"fine-tuning {paper}: out of GPU memory; free the GPU or fine-tune on --device cpu") from None
     results = json.loads((folder / "results.json").read_text())
     record = {"key": key, "done": True, "seconds": time.time() - t0, "results": results}
     write_stage(folder, record)
@@ -435,7 +463,8 @@ def collect(p, args, out, task, records):
                 "pretraining": pre.get("evaluations", {}).get(str(steps), {})}
         last = records[(paper, FRACTIONS[-1])]["results"]
         papers[paper] = {"parameters": r["parameters"], "discriminator": r["discriminator"],
-                         "flops_per_step": r["flops_per_step"], "steps": r["steps"], "flops": r["flops"],
+                         "flops_per_step": r["flops_per_step"], "lookup_share": r["lookups"], "steps": r["steps"],
+                         "flops": r["flops"], "recipe": last["recipe"],
                          "pretraining_seconds": pre["seconds"], "config": dataclasses.asdict(r["config"]),
                          "fractions": fractions, "floor": last["scratch"][first_dev][metric]}
         majority = last["majority"][first_dev][metric]
@@ -449,25 +478,32 @@ def write_table(results, path):
     """results.md: the settings, our measured table, and the papers' numbers beside it."""
     metric = results["metric"]
     s = results["shape"]
-    lines = [f"# Five objectives at equal pretraining compute ({results['size']} size)", "",
+    cfgs = {paper: r["config"] for paper, r in results["papers"].items()}
+    extras = ([f"ALBERT's embeddings E = {cfgs['albert']['embed']}"] if "albert" in cfgs else []) + (
+        [f"ELECTRA's E = {cfgs['electra']['embed']} and generator width "
+         f"{round(cfgs['electra']['hidden'] * cfgs['electra']['gen_size'])}"] if "electra" in cfgs else [])
+    lines = [f"# {len(cfgs)} objectives at equal pretraining compute ({results['size']} size)", "",
              f"Each paper pretrained from scratch for {results['budget']:.3g} FLOPs (counted as the ELECTRA paper "
              f"counts them), then fine-tuned on the `{results['task']}` task: dev {metric}, median over "
              f"{results['seeds']} seed(s) ± half the range. Shape for all: {s['layers']} layers, "
-             f"hidden {s['hidden']}, "
-             f"{s['heads']} heads, FFN {s['ffn']}, vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, "
-             f"batch {s['batch_size'] * s['grad_accum']}." + (f" Settings changed: {', '.join(results['set'])}."
-                                                              if results["set"] else ""), "",
-             "| paper | parameters | FLOPs / step | steps | pretraining | "
+             f"hidden {s['hidden']}, {s['heads']} heads, FFN {s['ffn']}, vocabulary {s['vocab_size']:,}, "
+             f"sequences of {s['seq_len']}, "
+             f"batch {s['batch_size'] * s['grad_accum']}" + "".join(f"; {e}" for e in extras) + "."
+             + (f" Settings changed: {', '.join(results['set'])}." if results["set"] else ""), "",
+             "| paper | parameters | FLOPs / step (lookups) | steps | pretraining | fine-tuning | "
              + " | ".join(fraction_label(a, b) for a, b in FRACTIONS) + " | random init |",
-             "|---|---:|---:|---:|---:|" + "---:|" * len(FRACTIONS) + "---:|"]
+             "|---|---:|---:|---:|---:|---|" + "---:|" * len(FRACTIONS) + "---:|"]
     for paper, r in results["papers"].items():
         params = f"{r['parameters']:,}" + (f" ({r['discriminator']:,} kept)" if paper == "electra" else "")
         cells = [f"{f['score']['median']:.3f} ± {f['score']['spread']:.3f}" for f in r["fractions"].values()]
-        lines.append(f"| {paper} | {params} | {r['flops_per_step']:.3g} | {r['steps']:,} | "
-                     f"{r['pretraining_seconds']:.0f} s | " + " | ".join(cells)
+        recipe = f"lr {r['recipe']['lr']:g}, {r['recipe']['epochs']} epochs"
+        lines.append(f"| {paper} | {params} | {r['flops_per_step']:.3g} ({r['lookup_share']:.0%}) | {r['steps']:,} | "
+                     f"{r['pretraining_seconds']:.0f} s | {recipe} | " + " | ".join(cells)
                      + f" | {r['floor']['median']:.3f} ± {r['floor']['spread']:.3f} |")
-    lines += ["", f"Always answering the most frequent class: {results['majority']:.3f}. The same checkpoints' "
-              "pretraining validation losses are in results.json.", "",
+    lines += ["", f"Always answering the most frequent class: {results['majority']:.3f}. Lookups: the share of the "
+              "counted FLOPs that are embedding lookups, counted as one-hot products (as the paper counts them). "
+              "Each seed's score, the best seed's test score and the pretraining validation metrics at every kept "
+              "step are in results.json.", "",
               "The papers' own numbers, for reference (ELECTRA Table 1: GLUE dev score, pretraining FLOPs):", "",
               "| model | parameters | pretraining FLOPs | GLUE dev |", "|---|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['parameters']} | {r['flops']:.1e} | {r['glue_dev']} |"
@@ -498,7 +534,7 @@ def plot(results, path):
     ax.set_xscale("log")
     ax.set_xlabel("pretraining FLOPs")
     ax.set_ylabel(f"dev {results['metric']} ({results['task']} task)")
-    ax.set_title(f"Five objectives at equal compute ({results['size']}, median of {results['seeds']} seeds)")
+    ax.set_title(f"Objectives at equal compute ({results['size']}, median of {results['seeds']} seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -531,12 +567,25 @@ def build_parser():
     return p
 
 
+def pick_device(name):
+    """The device as the paper scripts choose it: `auto` is CUDA, then MPS, then the CPU; a named one must exist."""
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if not available[name]:
+        raise UserError(f"--device {name}: this machine has none")
+    return torch.device(name)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     p = plan(args)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     task = finetune.read_task(args.task)  # every input is checked before anything is written
+    missing = [item for item in (args.data or "").split(",") if item.strip() and not item.startswith("hf:")
+               and not glob.glob(item.strip())]
+    if missing:
+        raise UserError(f"--data: nothing at {missing[0].strip()}")
     print_plan(p, args, task, device)
     if args.dry_run:
         return 0
@@ -568,10 +617,14 @@ def main(argv=None):
                  f"fine-tuning {paper} at {fraction_label(*what)} (step {row['kept'][FRACTIONS.index(what)]:,})"
                  + (", and its random init" if what[0] == what[1] else ""))
         print(f"[{i}/{len(stages)}] {label} ...", end="", flush=True)
-        if what == "pretrain":
-            record, ran = pretrain(row, args, out, data)
-        else:
-            record, ran = fine_tune(row, what, args, out, records[("pretrain", paper)]["key"])
+        try:
+            if what == "pretrain":
+                record, ran = pretrain(row, args, out, data)
+            else:
+                record, ran = fine_tune(row, what, args, out, records[("pretrain", paper)]["key"])
+        except BaseException:
+            print(flush=True)  # end the stage's line, so that an error starts its own
+            raise
         records[name] = record
         kind = "pretrain" if what == "pretrain" else "finetune"
         if ran:

@@ -1108,9 +1108,9 @@ def train(args):
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
                 "rng": torch.get_rng_state(), "tokenizer": fingerprint(tokenizer),
                 **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})}
-            save_checkpoint(ckpt_path, snapshot)
-            if step in keep:  # a copy that later saves leave alone: the model as it was at this step
+            if step in keep:  # a copy that later saves leave alone; written first, so a resume never skips it
                 save_checkpoint(out / f"ckpt-{step}.pt", snapshot)
+            save_checkpoint(ckpt_path, snapshot)
     if rt.master:
         print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
         release_lock(lock)

@@ -28,11 +28,12 @@ from conftest import ROOT, run_script
 TINY = dict(layers=1, hidden=4, heads=1, ffn=8, vocab_size=10, seq_len=3, batch_size=2, grad_accum=1)
 HAND = {
     "gpt": 2010 + 3 * 150,  # every position predicts the next token
-    "bert": 2010 + 1 * 238 + 76,  # one masked slot + the NSP head on [CLS]
+    "bert": 2010 + 1 * 238 + 84,  # one masked slot + the NSP head on [CLS], two logits: 76 + 2*4
     "roberta": 2010 + 1 * 238,  # one masked slot, no sentence-pair head
     # ALBERT with E = 2: embeddings 2*2*10 + 2*2*5 + 4 + 10 + 8 = 82, + projection to 4: 2*2*4 + 4 = 20 -> 102;
-    # encoder 3 * (102 + 506) = 1824; its MLM head goes back to E: 2*4*2 + 2 + 16 + 10 + 2*2*10 + 50 + 20 = 154
-    "albert": 1824 + 154 + 76,
+    # encoder 3 * (102 + 506) = 1824; its MLM head goes back to E: 2*4*2 + 2 + 16 + 10 + 2*2*10 + 50 + 20 = 154;
+    # the SOP head as BERT's NSP head, 84
+    "albert": 1824 + 154 + 84,
     # ELECTRA, E = 4, generator hidden 2 (1 head, FFN 8): the discriminator 2010 + 3 tokens * 76 = 2238;
     # a generator layer per token: q, k, v 3*(2*2*2 + 2) = 30, scores 12, softmax etc. 30, values 12,
     # output 2*2*2 + 2 = 10, dropout/residual/LayerNorm 8 + 2 + 10 = 20 -> 114; FFN 32 + 8 + 64 + 32 + 2 + 8 + 2 + 10
@@ -53,6 +54,14 @@ def tiny_config(paper):
 def test_flops_per_step_match_a_hand_count(paper):
     # a step: batch 2, forward and backward (twice the forward)
     assert compare.step_flops(paper, tiny_config(paper)) == 2 * 2 * HAND[paper]
+
+
+def test_albert_projects_its_embeddings_even_at_the_hidden_width():
+    cfg = tiny_config("albert")
+    wide = __import__("albert").Config(**TINY, max_predictions=1, embed=4)  # E = H: the projection is still there
+    # embeddings at E = 4: 164 per token + the projection 2*4*4 + 4 = 36 -> 200; MLM head from 4 to 4: 238
+    assert compare.step_flops("albert", wide) == 2 * 2 * (3 * (200 + 506) + 238 + 84)
+    assert compare.step_flops("albert", cfg) != compare.step_flops("albert", wide)
 
 
 def test_grad_accumulation_and_batch_scale_the_step():
@@ -100,7 +109,9 @@ def test_each_paper_gets_the_steps_the_budget_buys_with_one_shape():
     # the costlier objectives get fewer steps: GPT-1 predicts every position, ELECTRA runs a generator too,
     # ALBERT's narrow embeddings cost less than the others'
     assert steps["electra"] < steps["bert"] and steps["gpt"] < steps["bert"] < steps["albert"]
-    assert steps["bert"] > steps["roberta"] or steps["bert"] == steps["roberta"]  # NSP's head: a rounding's worth
+    # BERT's NSP head costs a little more than nothing: never more steps than RoBERTa
+    assert steps["bert"] <= steps["roberta"]
+    assert p["rows"][1]["flops_per_step"] > p["rows"][2]["flops_per_step"]
 
 
 def test_a_set_value_changes_the_steps_at_the_same_budget():
@@ -207,12 +218,19 @@ def test_other_settings_in_the_same_out_are_refused(finished, corpus, small_task
     (["--set", "electra.gen_size"], "write PAPER.FIELD=VALUE"),
     (["--size", "huge"], "--size 'huge'"),
     (["--set", "electra.hidden=64"], "sets hidden the same for every paper"),
-    (["--set", "electra.gen_size=0"], "the generator is a fraction"),
+    (["--set", "electra.gen_size=0"], "leaves no model to build"),
+    (["--set", "electra.gen_size=0.001"], "leaves no model to build"),
+    (["--set", "electra.max_len=16"], "leaves no model to build"),
+    (["--set", "bert.lr=1e400"], "give a number of 0 or more"),
+    (["--set", "bert.dropout=True"], "give a number of 0 or more"),
+    (["--set", "bert.lr=-1"], "give a number of 0 or more"),
+    (["--set", "bert.eval_interval=5"], "sets eval_interval the same"),
     (["--set", "electra.layers=1.5"], "sets layers the same"),
     (["--set", "electra.lr=fast"], "is not a number"),
     (["--set", "bert.disc_weight=2"], "has no field 'disc_weight'"),
     (["--papers", "bert", "--set", "electra.lr=1e-3"], "is not among --papers"),
     (["--seeds", "0"], "--seeds must be 1 or more"),
+    (["--data", "/nonexistent/corpus.txt"], "--data: nothing at /nonexistent/corpus.txt"),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(args, message, tmp_path, capsys):
     out = tmp_path / "out"
@@ -220,6 +238,13 @@ def test_bad_input_is_one_error_line_and_writes_nothing(args, message, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
     assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_device_the_machine_lacks_is_one_error_line(tmp_path, capsys):
+    assert compare.cli(["--papers", "bert", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --device cuda: this machine has none"
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_unwritable_out_is_one_error_line(tmp_path, small_task, capsys):
@@ -242,3 +267,64 @@ def test_keep_is_checked_by_the_paper_scripts(tmp_path):
     r = run_script(ROOT / "gpt.py", "--train", "--keep", "two", "--out", tmp_path / "run")
     assert r.returncode == 2 and r.stderr.strip() == "error: --keep takes step numbers separated by commas, got 'two'"
     assert not (tmp_path / "run").exists()
+
+
+def test_the_models_do_the_matrix_products_the_counter_assumes():
+    """The counter's premises, checked on the models themselves with torch's FLOP counter (which counts matrix
+    products only, and on a CPU not those inside scaled-dot-product attention): the vocabulary projection at the
+    masked slots only (every position for GPT-1), ELECTRA's generator at its width, the projections of E."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    B, T, P, h, f, V = 2, 6, 2, 8, 16, 50
+    shape = dict(layers=1, hidden=h, heads=1, ffn=f, vocab_size=V, seq_len=T, batch_size=B, grad_accum=1, dropout=0.0)
+
+    def lin(n_in, n_out, rows):  # forward FLOPs of a (rows, n_in) x (n_in, n_out) product
+        return 2 * n_in * n_out * rows
+
+    layer = lin(h, 3 * h, B * T) + lin(h, h, B * T) + lin(h, f, B * T) + lin(f, h, B * T)
+    mlm = lin(h, h, B * P) + lin(h, V, B * P)  # the head's dense layer, then the vocabulary, at the P slots
+    pair = lin(h, h, B) + lin(h, 2, B)  # the pooler and the two-way classifier on [CLS]
+    g, e = 4, 6  # ELECTRA: a generator 4 wide, embeddings 6 wide: both encoders project E to their width
+    expected = {
+        "gpt": layer + lin(h, V, B * T),
+        "bert": layer + mlm + pair,
+        "roberta": layer + mlm,
+        "albert": lin(e, h, B * T) + layer + lin(h, e, B * P) + lin(e, V, B * P) + pair,
+        "electra": (lin(e, h, B * T) + layer + lin(h, h, B * T) + lin(h, 1, B * T)  # the discriminator
+                    + lin(e, g, B * T) + lin(g, 3 * g, B * T) + lin(g, g, B * T) + lin(g, 4 * g, B * T)
+                    + lin(4 * g, g, B * T) + lin(g, e, B * P) + lin(e, V, B * P)),  # the generator
+    }
+    ids = torch.randint(5, V, (B, T))
+    batch = {"input_ids": ids, "targets": ids, "token_type_ids": torch.zeros(B, T, dtype=torch.long),
+             "attention_mask": torch.ones(B, T, dtype=torch.long), "mlm_positions": torch.tensor([[1, 2], [3, 4]]),
+             "mlm_labels": torch.tensor([[7, 8], [9, 10]]), "pair_labels": torch.tensor([0, 1]),
+             "content": torch.ones(B, T, dtype=torch.bool)}
+    for paper in compare.PAPERS:
+        mod = __import__(paper)
+        extra = {"albert": {"embed": e}, "electra": {"embed": e, "gen_size": g / h}}.get(paper, {})
+        cfg = mod.Config(**shape, **extra, **({} if paper == "gpt" else {"max_predictions": P}))
+        torch.manual_seed(0)
+        model = mod.Model(cfg).train()
+        with FlopCounterMode(display=False) as counter:
+            mod.compute_loss(model, batch)
+        counts = counter.get_flop_counts()["Global"]
+        measured = sum(v for op, v in counts.items() if str(op) in ("aten.addmm", "aten.mm"))
+        assert measured == expected[paper], paper
+        # and the counter charges the same products, times the tokens or slots it says
+        s, generator, predictions = compare.shapes_of(paper, cfg)
+        assert predictions == (T if paper == "gpt" else P)
+        assert (generator.hidden, generator.ffn) == (g, 4 * g) if paper == "electra" else generator is None
+
+
+def test_a_stage_is_restarted_refused_or_redone_by_what_it_holds(tmp_path):
+    folder = tmp_path / "stage"
+    folder.mkdir()
+    assert compare.read_stage(folder, "new", "a run") is None  # never started
+    compare.write_stage(folder, {"key": "old", "done": False})
+    assert compare.read_stage(folder, "new", "a run") is None  # stopped before its first checkpoint: start again
+    (folder / "ckpt.pt").write_bytes(b"")
+    with pytest.raises(compare.UserError, match="made with other settings"):  # checkpoints of other settings
+        compare.read_stage(folder, "new", "a run")
+    assert compare.read_stage(folder, "old", "a run") == {"key": "old", "done": False}  # the same: resume it
+    compare.write_stage(folder, {"key": "old", "done": True})
+    assert compare.read_stage(folder, "new", "a fine-tuning", redo=True) is None  # fine-tuning: done again
