@@ -59,7 +59,8 @@ SIZES = {
 DERIVED = ("steps", "warmup", "schedule", "max_predictions", "log_interval", "eval_interval")  # set by the plan
 WARMUP = 0.05  # one schedule shape for all: linear warmup over the first 5% of the steps, then linear decay to 0
 PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM: BERT's release, 20 at length 128
-# what the plan assumes before a stage has been timed: counted FLOPs per second (measured here: 2 CPU cores, tiny)
+# what the plan assumes before a stage has been timed, in counted FLOPs per second: cpu as measured on 2 cores at
+# the tiny size; cuda and mps are guesses, not measurements
 RATE = {"cpu": 9e10, "cuda": 1e14, "mps": 5e12}
 SETUP = 10  # seconds a paper script spends on the default corpus before its first step (tokenizer, examples)
 
@@ -567,6 +568,11 @@ def build_parser():
     return p
 
 
+def stage_name(what, paper):
+    """The key of a stage's record: ("pretrain", paper), or (paper, fraction) for a fine-tuning."""
+    return ("pretrain", paper) if what == "pretrain" else (paper, what)
+
+
 def pick_device(name):
     """The device as the paper scripts choose it: `auto` is CUDA, then MPS, then the CPU; a named one must exist."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
@@ -604,15 +610,17 @@ def main(argv=None):
             Path(data + ".tmp").write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
             os.replace(data + ".tmp", data)
 
+    # a stage is (what, row): "pretrain", or the budget fraction whose checkpoint is fine-tuned
     stages = [("pretrain", r) for r in p["rows"]] + [(f, r) for r in p["rows"] for f in FRACTIONS]
-    estimate = {("pretrain", r["paper"]): pretrain_seconds(r, device) for r in p["rows"]}
-    estimate.update({(r["paper"], f): finetune_seconds(p, task, args.size, device) * args.seeds * (1 + (f[0] == f[1]))
-                     for r in p["rows"] for f in FRACTIONS})
+    one_run = finetune_seconds(p, task, args.size, device)
+    estimate = {stage_name(what, r["paper"]): pretrain_seconds(r, device) if what == "pretrain" else
+                one_run * args.seeds * (2 if what[0] == what[1] else 1)  # the whole budget's adds the floor
+                for what, r in stages}
     timed = {"pretrain": [0.0, 0.0], "finetune": [0.0, 0.0]}  # seconds measured, seconds estimated for those stages
     records, t_start = {}, time.time()
     for i, (what, row) in enumerate(stages, 1):
         paper = row["paper"]
-        name = (paper, what) if what != "pretrain" else ("pretrain", paper)
+        name = stage_name(what, paper)
         label = (f"pretraining {paper}: {row['steps']:,} steps, {row['flops']:.3g} FLOPs" if what == "pretrain" else
                  f"fine-tuning {paper} at {fraction_label(*what)} (step {row['kept'][FRACTIONS.index(what)]:,})"
                  + (", and its random init" if what[0] == what[1] else ""))
@@ -626,15 +634,15 @@ def main(argv=None):
             print(flush=True)  # end the stage's line, so that an error starts its own
             raise
         records[name] = record
-        kind = "pretrain" if what == "pretrain" else "finetune"
-        if ran:
+        if ran:  # how far off the estimates of this kind of stage were, to correct the ones still to come
+            kind = "pretrain" if what == "pretrain" else "finetune"
             timed[kind][0] += record["seconds"]
             timed[kind][1] += estimate[name]
         left = 0.0
         for later_what, later_row in stages[i:]:
-            later = (later_row["paper"], later_what) if later_what != "pretrain" else ("pretrain", later_row["paper"])
-            k = "pretrain" if later_what == "pretrain" else "finetune"
-            left += estimate[later] * (timed[k][0] / timed[k][1] if timed[k][1] else 1.0)
+            kind = "pretrain" if later_what == "pretrain" else "finetune"
+            factor = timed[kind][0] / timed[kind][1] if timed[kind][1] else 1.0
+            left += estimate[stage_name(later_what, later_row["paper"])] * factor
         print(f" {'done in ' + clock(record['seconds']) if ran else 'already done'}; about {clock(left)} left",
               flush=True)
 
