@@ -1186,7 +1186,8 @@ def train(args):
             eta = (now - t_start) / (step - step_start) * (cfg.steps - step)
             record.update(data_frac=round(data_time / dt, 4), eta_s=eta)
             sums, t_log, step_log, data_time = {}, now, step, 0.0
-        if step % cfg.eval_interval == 0 or step == cfg.steps or step in keep:
+        saving = step % cfg.eval_interval == 0 or step == cfg.steps or step in keep  # evaluate, then save
+        if saving:
             record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
         bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
         if bad:  # stop before the checkpoint below can save a broken model
@@ -1194,7 +1195,7 @@ def train(args):
                             "Lower --lr, or train in --dtype bf16 or fp32 instead of fp16")
         if len(record) > 1:
             log(record)
-        if rt.master and (step % cfg.eval_interval == 0 or step == cfg.steps or step in keep):
+        if rt.master and saving:
             snapshot = {
                 "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,

@@ -258,11 +258,11 @@ def plan(args):
         except (ValueError, RuntimeError, ZeroDivisionError) as e:
             raise UserError(f"--set: {paper}.py cannot build a model with these values ({e})") from None
         params = model.num_params()
-        kept_params = sum(p.numel() for n, p in model.named_parameters()  # what fine-tuning keeps of ELECTRA
-                          if not n.startswith(("generator.", "mlm.", "head.")))
+        discriminator = (sum(p.numel() for n, p in model.named_parameters()  # what fine-tuning keeps of ELECTRA
+                             if not n.startswith(("generator.", "mlm.", "head."))) if paper == "electra" else None)
         rows.append({"paper": paper, "config": cfg, "flops_per_step": per_step, "steps": steps, "kept": kept,
                      "flops": per_step * steps, "parameters": params, "lookups": lookup_share(paper, cfg),
-                     "discriminator": kept_params if paper == "electra" else None})
+                     "discriminator": discriminator})
     return {"papers": papers, "budget": budget, "rows": rows}
 
 
@@ -468,7 +468,7 @@ def collect(p, args, out, task, records):
                          "flops": r["flops"], "recipe": last["recipe"],
                          "pretraining_seconds": pre["seconds"], "config": dataclasses.asdict(r["config"]),
                          "fractions": fractions, "floor": last["scratch"][first_dev][metric]}
-        majority = last["majority"][first_dev][metric]
+    majority = last["majority"][first_dev][metric]  # the task's, the same in every paper's results
     return {"size": args.size, "budget": p["budget"], "task": task["name"], "metric": metric, "dev_split": first_dev,
             "seeds": args.seeds, "shape": SIZES[args.size]["shape"], "warmup": WARMUP, "set": args.set or [],
             "majority": majority, "papers": papers,
