@@ -12,6 +12,7 @@ What this file changes relative to bert.py:
 """
 
 import argparse
+import array
 import ast
 import atexit
 import contextlib
@@ -19,10 +20,12 @@ import dataclasses
 import functools
 import glob
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
+import shutil
 import socket
 import sys
 import sysconfig
@@ -207,13 +210,15 @@ class Model(nn.Module):
 # --- objective ---
 
 
-def load_data(docs, tokenizer, out, cfg):
-    """The training examples of each split (make_instances), made once from the token cache, and what masking needs
-    to know about the vocabulary."""
-    data = cache_tokens(docs, tokenizer, Path(out) / "cache")
+def load_data(corpus, tokenizer, out, cfg):
+    """The training examples of each split (make_instances), made once from the token cache and cached beside it,
+    and what masking needs to know about the vocabulary."""
+    data = cache_tokens(corpus, tokenizer, Path(out) / "cache")
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
-    for split in data.values():
-        split.update(make_instances(split, cfg, np.random.default_rng(12345), special))  # the release's default seed
+    made = cache_key(Path(__file__).stem, cfg.seq_len, cfg.short_seq_prob)  # what make_instances reads
+    for name, split in data.items():
+        make = functools.partial(make_instances, split, cfg, np.random.default_rng(12345), special)  # release's seed
+        split.update(disk_cache(split["folder"] / f"{name}.instances-{made}", make, "making the training examples"))
         split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
         split["pad_id"] = special["pad"]
         # padding, start and separator are never masked; the unknown token may be, as in the release
@@ -224,44 +229,61 @@ def load_data(docs, tokenizer, out, cfg):
     return data
 
 
-def make_instances(split, cfg, rng, special):
+def make_instances(split, cfg, rng, special, new_array):
     """[CLS] A [SEP] B [SEP], as the release's build_pretraining_dataset: a document's sentences gathered up to a
     target length (5% of the time a random shorter one), then cut in two at a sentence near the middle, or 10% of
     the time kept as one segment [CLS] A [SEP]. An example never crosses a document; there is no next sentence
-    prediction (release)."""
+    prediction (release).
+    A sentence may join A after an earlier one went to B (the release's rule below), so the rows themselves are
+    stored, `input_ids` and `token_type_ids` (N, T), written a block at a time."""
     tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
-    ids, types = [], []
+    T = cfg.seq_len
+    out_ids, out_types = new_array("input_ids", tokens.dtype, T), new_array("token_type_ids", np.int8, T)
+    ids, types, n = np.full((4096, T), special["pad"], tokens.dtype), np.zeros((4096, T), np.int8), 0  # a block of rows
 
     def new_target():
-        return rng.integers(5, cfg.seq_len + 1) if rng.random() < cfg.short_seq_prob else cfg.seq_len
+        return rng.integers(5, T + 1) if rng.random() < cfg.short_seq_prob else T
 
     target = new_target()
-    for first, last in docs:
-        chunk, length = [], 0
-        for k in range(first, last):
-            chunk.append(tokens[sents[k, 0]:sents[k, 1]].astype(np.int64).tolist())
-            length += len(chunk[-1])
-            if length < target and k < last - 1:
-                continue
-            half = 10**9 if rng.random() < 0.1 else (target - 3) // 2  # one segment, as classification inputs
-            a, b = [], []
-            for s in chunk:  # A while it is short of half (a coin decides at the crossing), then B, as the release
-                if not a or len(a) + len(s) < half or (not b and len(a) < half and rng.random() < 0.5):
-                    a += s
-                else:
-                    b += s
-            a = a[:cfg.seq_len - 2]
-            b = b[:max(0, cfg.seq_len - len(a) - 3)]
-            second = [*b, special["sep"]] if b else []  # segment B and its separator, when there is a B
-            ids.append([special["cls"], *a, special["sep"], *second])
-            types.append([0] * (len(a) + 2) + [1] * len(second))
-            chunk, length, target = [], 0, new_target()
-    n = len(ids)  # fixed-length arrays: a batch is a fancy index, with no Python per example
-    input_ids = np.full((n, cfg.seq_len), special["pad"], np.int32)  # (N, T), padded
-    type_ids = np.zeros((n, cfg.seq_len), np.int8)  # (N, T)
-    for i in range(n):
-        input_ids[i, :len(ids[i])], type_ids[i, :len(ids[i])] = ids[i], types[i]
-    return {"input_ids": input_ids, "token_type_ids": type_ids}
+    progress = Progress("making instances", len(docs), "documents", 1)
+    for block in range(0, len(docs), 4096):
+        progress.update(block)
+        bounds = docs[block:block + 4096].tolist()
+        base = bounds[0][0]
+        offsets = sents[base:bounds[-1][1]].tolist()  # (start, end) of the block's sentences
+        for first, last in bounds:
+            chunk, length = first, 0  # the chunk: sentences chunk..k
+            for k in range(first, last):
+                length += offsets[k - base][1] - offsets[k - base][0]
+                if length < target and k < last - 1:
+                    continue
+                half = 10**9 if rng.random() < 0.1 else (target - 3) // 2  # one segment, as classification inputs
+                a, b, n_a, n_b = [], [], 0, 0  # each segment's sentences (token ranges) and length
+                for start, end in offsets[chunk - base:k + 1 - base]:
+                    # A while it is short of half (a coin decides at the crossing), then B, as the release
+                    if not n_a or n_a + end - start < half or (not n_b and n_a < half and rng.random() < 0.5):
+                        a.append(tokens[start:end])
+                        n_a += end - start
+                    else:
+                        b.append(tokens[start:end])
+                        n_b += end - start
+                a = np.concatenate(a)[:T - 2]
+                b = np.concatenate(b or [a[:0]])[:max(0, T - len(a) - 3)]
+                ids[n, :] = special["pad"]
+                types[n, :] = 0
+                ids[n, 0], ids[n, 1:len(a) + 1], ids[n, len(a) + 1] = special["cls"], a, special["sep"]
+                if len(b):  # segment B and its separator, when there is a B
+                    ids[n, len(a) + 2:len(a) + len(b) + 2], ids[n, len(a) + len(b) + 2] = b, special["sep"]
+                    types[n, len(a) + 2:len(a) + len(b) + 3] = 1
+                n += 1
+                if n == len(ids):
+                    out_ids.extend(ids)
+                    out_types.extend(types)
+                    n = 0
+                chunk, length, target = k + 1, 0, new_target()
+    out_ids.extend(ids[:n])
+    out_types.extend(types[:n])
+    progress.finish()
 
 
 def mask_tokens(input_ids, keys, seed, split, cfg):
@@ -636,17 +658,25 @@ class UserError(Exception):
     """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
 
 
-def get_tokenizer(out, docs, cfg):
-    """The run's tokenizer: trained once on the training documents, then read back from the run folder."""
+def get_tokenizer(out, corpus, cfg):
+    """The run's tokenizer: trained once on the training documents (a sample of a large corpus), then read back from
+    the run folder."""
     path = Path(out) / "tokenizer.json"
     if path.exists():
         return load_tokenizer(out)
+    # every k-th document: a tokenizer learns its vocabulary long before TOKENIZER_SAMPLE bytes of text
+    every = max(1, math.ceil((corpus.size or 0) / TOKENIZER_SAMPLE))
+    docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
+            if split == "train" and i % every == 0)
     tmp = path.with_suffix(".tmp")
     train_tokenizer(docs, cfg).save(str(tmp))
     os.replace(tmp, path)
     # read back, not the trained object: a unigram model's scores print differently before and after a save, and
     # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
     return load_tokenizer(out)
+
+
+TOKENIZER_SAMPLE = 100_000_000  # bytes of text the tokenizer trains on, at most (about)
 
 
 def split_sentences(text):
@@ -662,11 +692,7 @@ def default_corpus():
     from pydoc_data.topics import topics
 
     texts = [topics[k] for k in sorted(topics)]
-    stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    for f in files:
-        if "site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f:
-            continue
+    for f in default_corpus_files():
         try:
             tree = ast.parse(Path(f).read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
@@ -685,12 +711,79 @@ def default_corpus():
     return docs
 
 
+def default_corpus_files():
+    """The standard library's modules whose docstrings the default corpus reads (no tests, no IDLE)."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
+    return [f for f in files
+            if not ("site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f)]
+
+
+class Corpus:
+    """A corpus read lazily: iterating it streams its documents (lists of sentences) again each time, holding one
+    document at a time. `key` names its content for the caches (for files: their paths, sizes and modification
+    times, so a warm start never reads them) and `size` is its length in bytes (None: not known)."""
+
+    def __init__(self, spec, key, size, documents):
+        self.spec, self.key, self.size, self._documents = spec, key, size, documents
+
+    def __iter__(self):
+        return self.documents()
+
+    def documents(self, phase=None):
+        """The documents in order; with `phase`, a progress line every 10 seconds ("phase: 35% of 200 MB ...")."""
+        progress = Progress(phase, self.size) if phase else None
+        count = 0
+        for doc, read in self._documents():  # read: the bytes read so far
+            count += 1
+            if progress:
+                progress.update(read)
+            yield doc
+        if progress:
+            progress.finish()
+        if not count:
+            raise UserError(f"--data: no text found in {self.spec}")
+
+
+class Progress:
+    """Progress of a long phase: at most one line every 10 seconds, with the rate and the time left."""
+
+    def __init__(self, phase, total=None, unit="MB", scale=1e6):
+        self.phase, self.total, self.unit, self.scale = phase, total, unit, scale
+        self.start = self.last = time.time()
+
+    def update(self, done):
+        now = time.time()
+        if now - self.last < 10:
+            return
+        self.last, rate = now, done / max(now - self.start, 1e-9)
+        line = f"{self.phase}: {done / self.scale:,.0f} {self.unit}"
+        if self.total:
+            line += (f" of {self.total / self.scale:,.0f} ({done / self.total:.0%}), {rate / self.scale:,.1f} "
+                     f"{self.unit}/s, eta {max(0, self.total - done) / max(rate, 1e-9):.0f}s")
+        print(line, flush=True)
+
+    def finish(self):
+        if self.last > self.start:  # a phase that printed progress says when it ends
+            print(f"{self.phase}: done in {time.time() - self.start:.0f}s", flush=True)
+
+
 def read_corpus(spec):
-    """Documents (lists of sentences) from `spec`: None for the default corpus; text files, folders or globs,
-    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a
-    `text` field per document; or `hf:NAME[:CONFIG]` through the `datasets` library."""
+    """The corpus of `spec`, checked and ready to stream: None for the default corpus; text files, folders or globs,
+    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a `text` field
+    per document; or `hf:NAME[:CONFIG]` through the `datasets` library (memory-mapped, read row by row)."""
     if spec is None:
-        return default_corpus()
+        files = default_corpus_files()  # the key: the Python version and its files, so a warm start reads none
+        key = [sys.version, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]]
+
+        docs = []
+
+        def default_documents():
+            docs[:] = docs or default_corpus()  # 1.5 MB: read once, then held
+            read = itertools.accumulate(sum(len(s) + 1 for s in d) for d in docs)
+            return zip(docs, read)
+
+        return Corpus("the docs shipped with Python", key, None, default_documents)
     if spec.startswith("hf:"):
         try:
             import datasets
@@ -701,97 +794,215 @@ def read_corpus(spec):
             rows = datasets.load_dataset(name, config or None, split="train")
         except Exception as e:
             raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
-        texts = (row["text"] for row in rows)
-    else:
-        files = []
-        for part in (part.strip() for part in spec.split(",")):
-            if not part:
-                continue  # "a.txt," is a.txt, never the current folder
-            p = Path(part)
-            matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
-            if not matches:
-                raise UserError(f"--data: no such file, folder or glob: {part}")
-            for m in map(Path, matches):
-                files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
-        texts = []
+        size = getattr(getattr(rows, "data", None), "nbytes", None)  # an Arrow table's bytes, when it is one
+
+        def hf_documents():
+            read = 0
+            for row in rows:
+                read += len(row["text"])
+                doc = [s for line in row["text"].splitlines() for s in split_sentences(line)]
+                if doc:
+                    yield doc, read
+
+        return Corpus(spec, [spec, getattr(rows, "_fingerprint", None)], size, hf_documents)
+    files = []
+    for part in (part.strip() for part in spec.split(",")):
+        if not part:
+            continue  # "a.txt," is a.txt, never the current folder
+        p = Path(part)
+        matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
+        if not matches:
+            raise UserError(f"--data: no such file, folder or glob: {part}")
+        for m in map(Path, matches):
+            files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+    stats = [f.stat() for f in files]
+
+    def file_documents():
+        read = 0
         for f in files:
             try:
-                raw = f.read_text(encoding="utf-8")
+                with open(f, "rb") as lines:
+                    lines_of_doc = []
+                    for number, raw in enumerate(lines, 1):
+                        read += len(raw)
+                        line = raw.decode("utf-8")
+                        if f.suffix == ".jsonl":  # a document per line
+                            if line.strip():
+                                try:
+                                    lines_of_doc = [str(json.loads(line)["text"])]
+                                except (ValueError, KeyError, TypeError):
+                                    raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' "
+                                                    "field") from None
+                        elif line.strip():  # a blank line ends a document
+                            lines_of_doc.append(line)
+                            continue
+                        doc = [s for text in "".join(lines_of_doc).splitlines() for s in split_sentences(text)]
+                        if doc:
+                            yield doc, read
+                        lines_of_doc = []
+                    doc = [s for text in "".join(lines_of_doc).splitlines() for s in split_sentences(text)]  # the last
+                    if doc:
+                        yield doc, read
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
-            if f.suffix == ".jsonl":
-                for number, line in enumerate(raw.splitlines(), 1):
-                    try:
-                        texts += [str(json.loads(line)["text"])] if line.strip() else []
-                    except (ValueError, KeyError, TypeError):
-                        raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' field") from None
-            else:
-                texts += re.split(r"\n\s*\n", raw)
-    docs = [d for d in ([s for line in t.splitlines() for s in split_sentences(line)] for t in texts) if d]
-    if not docs:
-        raise UserError(f"--data: no text found in {spec}")
-    return docs
+
+    key = [(str(f.resolve()), s.st_size, s.st_mtime_ns) for f, s in zip(files, stats)]
+    return Corpus(spec, key, sum(s.st_size for s in stats), file_documents)
 
 
-def split_documents(docs):
-    """A fixed held-out split by document: every 20th document (the last one in a corpus of fewer) is validation.
-    Documents may contain one another (the default corpus's `class` topic is part of its `compound` topic), so a
-    validation sentence that also occurs in a training document is dropped: validation never scores trained text."""
-    if len(docs) < 2:
+VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB of text
+
+
+def split_documents(corpus, phase=None):
+    """(split, document) for each document of the corpus, in order: a fixed held-out split by document, every 20th
+    (the last one in a corpus of fewer) until validation holds VAL_BYTES of text; later documents all train.
+    (cache_tokens then drops the validation sentences that also occur in training.)"""
+    pending, held, count = None, 0, 0
+    for i, doc in enumerate(corpus.documents(phase)):
+        if pending is not None:
+            yield pending  # one document behind: the last one of a short corpus is validation
+        val = i % VAL_EVERY == VAL_EVERY - 1 and held < VAL_BYTES
+        held += sum(len(s) + 1 for s in doc) if val else 0
+        pending, count = ("val" if val else "train", doc), i + 1
+    if count < 2:
         raise UserError("the corpus is a single document; separate documents with a blank line")
-    val = set(range(19, len(docs), 20)) or {len(docs) - 1}
-    train = [d for i, d in enumerate(docs) if i not in val]
-    trained = {s for d in train for s in d}
-    held = [[s for s in d if s not in trained] for i, d in enumerate(docs) if i in val]
-    if not any(held):
-        raise UserError("no validation text: every held-out sentence also occurs in a training document")
-    return {"train": train, "val": [d for d in held if d]}
+    yield ("val", pending[1]) if count < VAL_EVERY else pending
 
 
-def cache_tokens(docs, tokenizer, folder, eod_id=None):
+class RowWriter:
+    """Rows of `width` numbers (width None: single numbers) appended to a file in large blocks, so what is written
+    never has to fit in memory. `add` takes one row of Python numbers, `extend` a numpy array of rows."""
+
+    def __init__(self, path, dtype, width=None):
+        self.file, self.dtype, self.width = open(path, "wb"), np.dtype(dtype), width
+        self.buffer, self.count = array.array("q"), 0  # count: numbers written
+
+    def add(self, *row):
+        self.buffer.extend(row)
+        if len(self.buffer) >= 1 << 20:
+            self.flush()
+
+    def extend(self, rows):
+        self.flush()
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        self.file.write(rows.tobytes())
+        self.count += rows.size
+
+    def flush(self):
+        if self.buffer:
+            self.file.write(np.frombuffer(self.buffer, np.int64).astype(self.dtype).tobytes())
+            self.count += len(self.buffer)
+            self.buffer = array.array("q")
+
+    def close(self):
+        """The file's dtype and shape."""
+        self.flush()
+        self.file.close()
+        return self.dtype.str, [self.count // (self.width or 1)] + ([self.width] if self.width else [])
+
+
+def disk_cache(folder, make, what):
+    """Arrays made once by `make(new_array)` (new_array(name, dtype, width=None) -> RowWriter), kept as files in
+    `folder` and memory-mapped by every later call; `what` says what making them does. The folder is made under
+    another name and renamed when complete: an interrupted build is redone, never half-read."""
+    folder = Path(folder)
+    if not (folder / "arrays.json").exists():
+        print(f"{what} into {folder}", flush=True)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        writers = {}
+
+        def new_array(name, dtype, width=None):
+            writers[name] = RowWriter(tmp / name, dtype, width)
+            return writers[name]
+
+        make(new_array)
+        shapes = {name: writer.close() for name, writer in writers.items()}
+        (tmp / "arrays.json").write_text(json.dumps(shapes))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    shapes = json.loads((folder / "arrays.json").read_text())
+    return {name: np.memmap(folder / name, np.dtype(dtype), mode="r", shape=tuple(shape)) if np.prod(shape)
+            else np.zeros(shape, np.dtype(dtype)) for name, (dtype, shape) in shapes.items()}
+
+
+def cache_key(*parts):
+    """A short name for what `parts` (JSON) describe."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def cache_tokens(corpus, tokenizer, folder, eod_id=None):
     """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
 
     Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
     `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
     A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
     gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
-    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets.
+    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets. Documents are
+    encoded in batches (the tokenizer's own threads) and written as they come: memory holds one batch, the
+    validation documents, and nothing else of the corpus. A validation sentence that also occurs in a training
+    document is dropped (documents may contain one another: the default corpus's `class` topic is part of its
+    `compound` topic), so validation never scores trained text.
     """
-    key = hashlib.sha256(json.dumps([docs, tokenizer.to_str(), eod_id]).encode()).hexdigest()[:16]
-    folder = Path(folder) / key
-    if not (folder / "done").exists():
-        print(f"tokenizing the corpus into {folder}", flush=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
-        for split, split_docs in split_documents(docs).items():
-            sents, bounds, n = [], [], 0
-            with open(folder / f"{split}.tokens", "wb") as f:
-                for chunk in range(0, len(split_docs), 256):
-                    part = split_docs[chunk:chunk + 256]
-                    texts = [" ".join(doc) for doc in part]  # the text each document stands for
-                    for doc, enc in zip(part, tokenizer.encode_batch(texts, add_special_tokens=False)):
-                        ids = np.array(enc.ids, dtype=dtype)
-                        f.write(ids.tobytes())
-                        starts = np.cumsum([0] + [len(s) + 1 for s in doc[:-1]])  # each sentence's first character
-                        # a token belongs to the last sentence that starts at or before its end offset, so the space
-                        # before a sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
-                        ends = np.array([end for _, end in enc.offsets], dtype=np.int64)
-                        owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
-                        edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
-                        bounds.append((len(sents), len(sents) + len(doc)))
-                        sents += zip(edges[:-1].tolist(), edges[1:].tolist())
-                        n += len(ids)
-                        if eod_id is not None:
-                            f.write(np.array([eod_id], dtype=dtype).tobytes())
-                            n += 1
-            np.save(folder / f"{split}.sentences.npy", np.array(sents, dtype=np.int64).reshape(-1, 2))
-            np.save(folder / f"{split}.documents.npy", np.array(bounds, dtype=np.int64).reshape(-1, 2))
-        (folder / "dtype").write_text(np.dtype(dtype).name)
-        (folder / "done").touch()  # written last: an interrupted cache is rebuilt, never half-read
-    dtype = np.dtype((folder / "dtype").read_text())
-    return {split: {"tokens": np.memmap(folder / f"{split}.tokens", dtype=dtype, mode="r"),
-                    "sentences": np.load(folder / f"{split}.sentences.npy"),
-                    "documents": np.load(folder / f"{split}.documents.npy")} for split in ("train", "val")}
+    folder = Path(folder) / cache_key(corpus.key, tokenizer.to_str(), eod_id)
+    dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+
+    def make(new_array):
+        out = {split: (new_array(f"{split}.tokens", dtype), new_array(f"{split}.sentences", np.int64, 2),
+                       new_array(f"{split}.documents", np.int64, 2)) for split in ("train", "val")}
+        counts = {"train": [0, 0], "val": [0, 0]}  # tokens and sentences written
+        # each training sentence's hash, on disk: to find the validation sentences that occur in training
+        hashes = RowWriter(folder.with_name(folder.name + ".hashes"), np.int64)
+
+        def write(split, batch):
+            tokens, sentences, documents = out[split]
+            n, s = counts[split]
+            for doc, enc in zip(batch, tokenizer.encode_batch([" ".join(doc) for doc in batch],
+                                                              add_special_tokens=False)):
+                starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # each sentence's first character
+                # a token belongs to the last sentence that starts at or before its end offset, so the space before a
+                # sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
+                ends = np.array(enc.offsets, dtype=np.int64).reshape(-1, 2)[:, 1]
+                owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+                edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
+                tokens.extend(enc.ids + ([eod_id] if eod_id is not None else []))
+                sentences.extend(np.stack([edges[:-1], edges[1:]], 1))
+                documents.add(s, s + len(doc))
+                n, s = n + len(enc.ids) + (eod_id is not None), s + len(doc)
+                if split == "train":
+                    hashes.extend([hash(t) for t in doc])
+            counts[split] = [n, s]
+
+        batch, chars, val = [], 0, []
+        for split, doc in split_documents(corpus, "tokenizing"):
+            if split == "val":
+                val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
+                continue
+            batch.append(doc)
+            chars += sum(map(len, doc))
+            if len(batch) == 256 or chars > 1 << 22:
+                write("train", batch)
+                batch, chars = [], 0
+        write("train", batch)
+        held = np.array(sorted({hash(s) for d in val for s in d}), dtype=np.int64)
+        hashes.close()
+        trained = np.memmap(hashes.file.name, np.int64, mode="r") if hashes.count else np.zeros(0, np.int64)
+        seen = set()  # the validation sentences that occur in training, found a block of hashes at a time
+        for start in range(0, len(trained), 1 << 22):
+            block = trained[start:start + (1 << 22)]
+            seen.update(block[np.isin(block, held)].tolist())
+        del trained
+        os.remove(hashes.file.name)
+        val = [d for d in ([s for s in d if hash(s) not in seen] for d in val) if d]
+        if not val:
+            raise UserError("no validation text: every held-out sentence also occurs in a training document")
+        for start in range(0, len(val), 256):
+            write("val", val[start:start + 256])
+
+    arrays = disk_cache(folder, make, "tokenizing the corpus")
+    return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")} | {"folder": folder}
+            for split in ("train", "val")}
 
 
 def uniform(seed, keys, n, stream):
@@ -1128,7 +1339,7 @@ def train(args):
     out = Path(args.out)
     ckpt_path = out / "ckpt.pt"
     state = load_checkpoint(ckpt_path) if args.resume else None
-    if state is None and ckpt_path.exists():  # never overwrite a run by accident
+    if state is None and ckpt_path.exists() and not args.prepare_only:  # never overwrite a run by accident
         raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
     # a resumed run keeps its own config; the command line may still extend --steps or change the batch
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
@@ -1147,25 +1358,30 @@ def train(args):
     if state is not None and not (out / "tokenizer.json").exists():  # a new tokenizer would change what ids mean
         raise UserError(f"{out / 'tokenizer.json'} is missing: the checkpoint needs the tokenizer it was trained with")
     lock = take_lock(out) if rt.master else None  # one run per folder
-    # 3. data: corpus, tokenizer (trained once, then read back) and the paper's training examples
-    if rt.master:  # no silent phase: the default corpus alone takes seconds to read
-        print(f"reading the corpus ({args.data or 'the docs shipped with Python'})", flush=True)
-    docs = read_corpus(args.data)  # every input is checked before the first file is written
+    # 3. data: corpus, tokenizer (trained once, then read back) and the paper's training examples, cached in --out
+    corpus = read_corpus(args.data)  # its files are checked here, and streamed (never held) by the phases below
     if rt.ddp and not rt.master:
-        torch.distributed.barrier()  # rank 0 writes the tokenizer and the token cache; the others then read them
+        torch.distributed.barrier()  # rank 0 writes the tokenizer and the caches; the others then map them
     if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
         pretrained.tokenizer.save(str(out / "tokenizer.json"))
     if rt.master and not (out / "tokenizer.json").exists():
-        print(f"training the tokenizer ({cfg.vocab_size:,} tokens)", flush=True)
-    tokenizer = get_tokenizer(out, split_documents(docs)["train"], cfg)
+        print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
+    tokenizer = get_tokenizer(out, corpus, cfg)
     if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
         raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
     if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
         raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
                         f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
-    data = load_data(docs, tokenizer, out, cfg)
+    data = load_data(corpus, tokenizer, out, cfg)
     if rt.ddp and rt.master:
         torch.distributed.barrier()
+    if args.prepare_only:
+        if rt.master:
+            print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} training tokens, cached")
+            release_lock(lock)
+        if rt.ddp:
+            torch.distributed.destroy_process_group()
+        return None
 
     # 4. model, optimiser and loss scaler, fresh or as the checkpoint left them
     torch.manual_seed(args.seed)  # the same initial weights on every rank
@@ -1340,6 +1556,9 @@ def build_parser():
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
     p.add_argument("--keep", default=None, metavar="STEPS",
                    help="also keep the checkpoints of these steps (comma-separated) as ckpt-STEP.pt in --out")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="train the tokenizer and cache the training data in --out, then stop (once, before a run "
+                        "of many processes)")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="write the trained (or loaded) model to DIR in the Hugging Face layout")
     return p
@@ -1363,13 +1582,13 @@ def main(argv=None):
     p = build_parser()
     demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.demo is None and args.export is None:
+    if not args.train and args.demo is None and args.export is None and not args.prepare_only:
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
-    model = train(args) if args.train else load_model(args)
-    if int(os.environ.get("RANK", 0)) == 0:
+    model = train(args) if args.train or args.prepare_only else load_model(args)
+    if int(os.environ.get("RANK", 0)) == 0 and model is not None:
         if args.export is not None:
             export(model, args.export)
             print(f"the model, in the Hugging Face layout: {args.export}")

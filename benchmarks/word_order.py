@@ -39,7 +39,9 @@ def probe(module, model, split, cfg, seed=1, repeats=3):
     model.eval()
     fixed, gen = torch.as_tensor(split["never_masked"]), torch.Generator().manual_seed(seed)
     sums, n = {"loss": 0.0, "loss_shuffled": 0.0, "acc": 0.0, "acc_shuffled": 0.0}, 0
-    total = repeats * len(split["input_ids"])
+    # the split's examples: stored as rows (ELECTRA), token ranges with labels (BERT, ALBERT) or packed rows (RoBERTa)
+    count = next(len(split[k]) for k in ("input_ids", "pair_labels", "rows") if k in split)
+    total = repeats * count
     for start in range(0, total, 64):
         b = module.get_batch(split, np.arange(start, min(start + 64, total)), seed, cfg)
         labels = b["mlm_labels"]

@@ -1,10 +1,12 @@
 import difflib
+import functools
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,16 +47,20 @@ def gpt_tokenizer(corpus, tmp_path_factory):
     import gpt
 
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
-    gpt.train_tokenizer(gpt.split_documents(gpt.read_corpus(str(corpus)))["train"], gpt.PRESETS["tiny"]).save(str(path))
+    gpt.train_tokenizer(training_documents(gpt, corpus), gpt.PRESETS["tiny"]).save(str(path))
     return path
+
+
+def training_documents(module, corpus):
+    """The training split of a corpus file, as `module` splits it: a list of documents (lists of sentences)."""
+    return [doc for split, doc in module.split_documents(module.read_corpus(str(corpus))) if split == "train"]
 
 
 def tokenizer_file(module, corpus, folder):
     """`module`'s tokenizer trained once on the test corpus, saved as folder/tokenizer.json: runs compared with
     each other must share it (see gpt_tokenizer)."""
     path = Path(folder) / "tokenizer.json"
-    docs = module.split_documents(module.read_corpus(str(corpus)))["train"]
-    module.train_tokenizer(docs, module.PRESETS["tiny"]).save(str(path))
+    module.train_tokenizer(training_documents(module, corpus), module.PRESETS["tiny"]).save(str(path))
     return path
 
 
@@ -62,7 +68,26 @@ def split_data(module, corpus, tokenizer, folder):
     """`module`'s training data for the test corpus at the tiny preset, and its tokenizer."""
     shutil.copy(tokenizer, Path(folder) / "tokenizer.json")
     tok = module.load_tokenizer(folder)
-    return module.load_data(module.read_corpus(str(corpus)), tok, folder, module.PRESETS["tiny"]), tok
+    data = module.load_data(module.read_corpus(str(corpus)), tok, folder, module.PRESETS["tiny"])
+    return {name: with_rows(module, split, module.PRESETS["tiny"].seq_len) for name, split in data.items()}, tok
+
+
+def with_rows(module, split, T):
+    """`split` with every instance's row of ids (and segment ids) as `input_ids` (`token_type_ids`), also where the
+    paper stores instances as token ranges and builds the rows of a batch (`assemble`)."""
+    if hasattr(module, "assemble"):
+        n = len(split["rows"] if "rows" in split else split["pair_labels"])
+        rows = module.assemble(split, np.arange(n), T)
+        split["input_ids"], split["token_type_ids"] = rows if isinstance(rows, tuple) else (rows, None)
+    return split
+
+
+def made_instances(module, split, cfg, special, folder, *rng):
+    """module.make_instances(split, cfg, *rng, special) written under `folder` as load_data caches it, with its rows."""
+    made = dict(split, pad_id=special["pad"], cls_id=special["cls"], sep_id=special["sep"])
+    make = functools.partial(module.make_instances, split, cfg, *rng, special)
+    made.update(module.disk_cache(folder, make, "making the training examples"))
+    return with_rows(module, made, cfg.seq_len)
 
 
 def changed_lines(a, b):

@@ -180,8 +180,7 @@ def test_tiny_run_lowers_the_loss(corpus, tokenizer_file, tmp_path, monkeypatch)
 def test_a_freshly_trained_tokenizer_has_the_fingerprint_of_its_file(corpus, tmp_path):
     """A unigram model's scores print differently before and after a save: the run must use (and fingerprint in its
     checkpoint) the tokenizer.json a resumed run will read, or --resume refuses its own run."""
-    docs = albert.split_documents(albert.read_corpus(str(corpus)))["train"]
-    trained = albert.get_tokenizer(tmp_path, docs, albert.PRESETS["tiny"])
+    trained = albert.get_tokenizer(tmp_path, albert.read_corpus(str(corpus)), albert.PRESETS["tiny"])
     assert albert.fingerprint(trained) == albert.fingerprint(albert.load_tokenizer(tmp_path))
 
 

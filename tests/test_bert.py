@@ -227,7 +227,7 @@ def test_masking_statistics(data):
 
 
 @pytest.mark.parametrize("script", ["bert", "albert"])
-def test_a_short_target_length_holds_for_a_whole_document_pass(script):
+def test_a_short_target_length_holds_for_a_whole_document_pass(script, tmp_path):
     """The release draws the target length once per document and duplication pass (short with short_seq_prob), so
     every chunk of that pass closes at the same length; a draw per chunk would mix lengths within a pass."""
     module = importlib.import_module(script)
@@ -236,7 +236,8 @@ def test_a_short_target_length_holds_for_a_whole_document_pass(script):
     split = {"tokens": tokens, "sentences": np.array([(i * L, i * L + L) for i in range(D * S)]),
              "documents": np.array([(d * S, d * S + S) for d in range(D)])}
     cfg = dataclasses.replace(module.PRESETS["tiny"], short_seq_prob=0.5, dupe_factor=10)
-    out = module.make_instances(split, cfg, np.random.default_rng(0), {"pad": 0, "cls": 2, "sep": 3})
+    special = {"pad": 0, "cls": 2, "sep": 3}
+    out = conftest.made_instances(module, split, cfg, special, tmp_path, np.random.default_rng(0))
     lengths = (out["input_ids"] != 0).sum(1)
     a_doc = (out["input_ids"][:, 1] - 5) // 100  # ALBERT's swapped pairs start with the other segment, same document
     passes = np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(a_doc)) + 1)  # one document, one pass each

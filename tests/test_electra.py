@@ -196,14 +196,15 @@ def test_masks_are_dynamic(data):
     assert not torch.equal(a["mlm_positions"], b["mlm_positions"])
 
 
-def test_examples_are_one_or_two_segments_of_one_document():
+def test_examples_are_one_or_two_segments_of_one_document(tmp_path):
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 9, size=4000)  # sentences of 1-8 tokens, 100 to a document
     ends = np.cumsum(lengths)
     split = {"tokens": np.repeat(10 + np.arange(4000) // 100, lengths),  # every token says which document it is from
              "sentences": np.stack([ends - lengths, ends], 1),
              "documents": np.stack([np.arange(0, 4000, 100), np.arange(100, 4001, 100)], 1)}
-    made = electra.make_instances(split, tiny(seq_len=32), np.random.default_rng(1), {"pad": 0, "cls": 2, "sep": 3})
+    made = conftest.made_instances(electra, split, tiny(seq_len=32), {"pad": 0, "cls": 2, "sep": 3}, tmp_path,
+                                   np.random.default_rng(1))
     rows, types = made["input_ids"], made["token_type_ids"]
     n = (rows != 0).sum(1)
     assert (rows[:, 0] == 2).all() and (rows[np.arange(len(rows)), n - 1] == 3).all()  # [CLS] ... [SEP]

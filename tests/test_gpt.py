@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import gpt
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, training_documents
 
 
 def tiny(**changes):
@@ -311,13 +311,13 @@ def test_data_formats(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "one.txt").write_text("First sentence. Second one!\nThird line\n\nAnother document.\n")
     (tmp_path / "b.jsonl").write_text('{"text": "A json document. With two sentences."}\n{"text": "And one more."}\n')
-    docs = gpt.read_corpus(f"{tmp_path / 'a'},{tmp_path / '*.jsonl'}")
+    docs = list(gpt.read_corpus(f"{tmp_path / 'a'},{tmp_path / '*.jsonl'}"))
     assert docs == [["First sentence.", "Second one!", "Third line"], ["Another document."],
                     ["A json document.", "With two sentences."], ["And one more."]]
     fake = types.ModuleType("datasets")
     fake.load_dataset = lambda name, config, split: [{"text": f"{name} {config} {split}."}, {"text": ""}]
     monkeypatch.setitem(sys.modules, "datasets", fake)
-    assert gpt.read_corpus("hf:wikitext:wikitext-2-raw-v1") == [["wikitext wikitext-2-raw-v1 train."]]
+    assert list(gpt.read_corpus("hf:wikitext:wikitext-2-raw-v1")) == [["wikitext wikitext-2-raw-v1 train."]]
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(gpt.UserError, match="needs the `datasets` library"):
         gpt.read_corpus("hf:wikitext")
@@ -327,22 +327,49 @@ def test_default_corpus_is_documents_of_sentences():
     docs = gpt.default_corpus()
     assert len(docs) > 400 and 1_000_000 < sum(len(s) for d in docs for s in d) < 4_000_000
     assert docs == gpt.default_corpus()  # deterministic order
-    split = gpt.split_documents(docs)
-    assert len(docs) // 20 - 5 < len(split["val"]) <= len(docs) // 20
-    assert not any(d in split["train"] for d in split["val"])
-    trained = {s for d in split["train"] for s in d}  # nested topics (`class` inside `compound`) stay out of validation
-    assert not any(s in trained for d in split["val"] for s in d)
+    corpus = gpt.read_corpus(None)
+    assert list(corpus) == docs and list(corpus) == docs  # streamed again each time
+    split = list(gpt.split_documents(corpus))
+    assert [d for _, d in split] == docs and [i for i, (s, _) in enumerate(split) if s == "val"] == list(
+        range(19, len(docs), 20))  # every 20th document
+    assert corpus.key == gpt.read_corpus(None).key  # the cache key is stable, and needs no reading
 
 
-def test_validation_never_holds_a_training_sentence():
+def corpus_of(docs, folder):
+    """`docs` (lists of sentences) written as a corpus file, and read back."""
+    path = Path(folder) / "corpus.txt"
+    path.write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
+    return gpt.read_corpus(str(path))
+
+
+def test_validation_never_holds_a_training_sentence(gpt_tokenizer, tmp_path):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(gpt_tokenizer))
     docs = [[f"Document {i} sentence {j}." for j in range(3)] for i in range(40)]
     docs[19] = docs[3][1:] + ["Only in validation."]  # held out, but contained in a training document
     docs[39] = list(docs[5])  # held out, and all of it in training
-    split = gpt.split_documents(docs)
-    assert split["val"] == [["Only in validation."]] and len(split["train"]) == 38
+    held = [i for i, (split, _) in enumerate(gpt.split_documents(corpus_of(docs, tmp_path))) if split == "val"]
+    assert held == [19, 39]
+    data = gpt.cache_tokens(corpus_of(docs, tmp_path), tok, tmp_path / "cache")
+    assert len(data["train"]["documents"]) == 38 and data["val"]["documents"].tolist() == [[0, 1]]
+    assert data["val"]["tokens"].tolist() == tok.encode("Only in validation.", add_special_tokens=False).ids
     docs[19] = list(docs[3])
     with pytest.raises(gpt.UserError, match="no validation text"):
-        gpt.split_documents(docs)
+        gpt.cache_tokens(corpus_of(docs, tmp_path), tok, tmp_path / "cache")
+
+
+def test_held_out_documents_of_a_short_corpus_and_of_a_large_one(tmp_path, monkeypatch):
+    """Fewer than 20 documents: the last one is held out. A large corpus holds out every 20th document only until
+    validation has VAL_BYTES of text: validation stays small whatever the corpus."""
+    docs = [[f"Document {i}."] for i in range(5)]
+    assert [s for s, _ in gpt.split_documents(corpus_of(docs, tmp_path))] == ["train"] * 4 + ["val"]
+    monkeypatch.setattr(gpt, "VAL_BYTES", 3 * len("Document 19. "))  # three held-out documents
+    docs = [[f"Document {i}."] for i in range(200)]
+    held = [i for i, (s, _) in enumerate(gpt.split_documents(corpus_of(docs, tmp_path))) if s == "val"]
+    assert held == [19, 39, 59]
+    with pytest.raises(gpt.UserError, match="single document"):
+        list(gpt.split_documents(corpus_of([["One."]], tmp_path)))
 
 
 def test_cached_tokens_are_each_documents_encoding(corpus, gpt_tokenizer, tmp_path):
@@ -352,7 +379,7 @@ def test_cached_tokens_are_each_documents_encoding(corpus, gpt_tokenizer, tmp_pa
 
     tok, docs = Tokenizer.from_file(str(gpt_tokenizer)), gpt.read_corpus(str(corpus))
     split = gpt.cache_tokens(docs, tok, tmp_path, eod_id=1)["train"]
-    for d, (first, last) in zip(gpt.split_documents(docs)["train"], split["documents"]):
+    for d, (first, last) in zip(training_documents(gpt, corpus), split["documents"]):
         (start, _), (_, end) = split["sentences"][first], split["sentences"][last - 1]
         assert split["tokens"][start:end].tolist() == tok.encode(" ".join(d)).ids and split["tokens"][end] == 1
         assert (split["sentences"][first + 1:last, 0] == split["sentences"][first:last - 1, 1]).all()
@@ -400,7 +427,7 @@ def test_bad_input_gives_one_clear_line(case, corpus, tmp_path, capsys, monkeypa
 
 def test_empty_items_of_data_are_ignored(tmp_path):
     (tmp_path / "a.txt").write_text("One sentence. Two.\n\nAnother document.\n")
-    assert gpt.read_corpus(f"{tmp_path / 'a.txt'},") == [["One sentence.", "Two."], ["Another document."]]
+    assert list(gpt.read_corpus(f"{tmp_path / 'a.txt'},")) == [["One sentence.", "Two."], ["Another document."]]
 
 
 def test_a_run_folder_is_owned_by_one_run(tmp_path, capsys):
@@ -461,7 +488,7 @@ def test_sampling_flags_out_of_range_are_refused_before_loading(flag, tmp_path, 
 def test_a_bad_jsonl_line_is_named_and_a_failed_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     (tmp_path / "d.jsonl").write_text('{"text": "One document."}\n\n{"txt": "no text field"}\n')
     with pytest.raises(gpt.UserError, match="d.jsonl, line 3: not a JSON object with a 'text' field"):
-        gpt.read_corpus(str(tmp_path / "d.jsonl"))
+        list(gpt.read_corpus(str(tmp_path / "d.jsonl")))
     gpt.save_checkpoint(tmp_path / "ckpt.pt", {"step": 1})
 
     def full_disk(*args, **kwargs):

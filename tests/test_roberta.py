@@ -118,7 +118,7 @@ def test_training_text_is_tokenised_as_at_inference(corpus, data):
     joined would lose it at every sentence start. Each packed row, once its <s>, </s> and padding are removed, is
     part of the tokenizer's encoding of the documents' text."""
     split, tok = data
-    docs = roberta.split_documents(roberta.read_corpus(str(corpus)))["train"]
+    docs = conftest.training_documents(roberta, corpus)
     text = [t for d in docs for t in tok.encode(" ".join(d), add_special_tokens=False).ids]
     packed = [t for row in split["train"]["input_ids"].tolist() for t in row if t not in (0, 1, 2)]
     assert packed == text
