@@ -750,13 +750,14 @@ def read_corpus(spec):
     def file_documents():
         read = 0
         for f in files:
+            jsonl = f.suffix == ".jsonl"  # a document per line
             try:
                 with open(f, "rb") as lines:
                     lines_of_doc = []
                     for number, raw in enumerate(lines, 1):
                         read += len(raw)
                         line = raw.decode("utf-8")
-                        if f.suffix == ".jsonl":  # a document per line
+                        if jsonl:
                             if line.strip():
                                 try:
                                     lines_of_doc = [str(json.loads(line)["text"])]
