@@ -595,11 +595,21 @@ def get_tokenizer(out, corpus, cfg):
     if path.exists():
         return load_tokenizer(out)
     # every k-th document: a tokenizer learns its vocabulary long before TOKENIZER_SAMPLE bytes of text
-    every = max(1, math.ceil((corpus.size or 0) / TOKENIZER_SAMPLE))
-    docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
-            if split == "train" and i % every == 0)
+    every, failed = max(1, math.ceil((corpus.size or 0) / TOKENIZER_SAMPLE)), []
+
+    def documents():  # the trainer ends quietly where its input fails: the failure is kept, and raised below
+        try:
+            for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer")):
+                if split == "train" and i % every == 0:
+                    yield doc
+        except (Exception, KeyboardInterrupt) as e:  # bad input, or Ctrl-C: never a tokenizer of part of the corpus
+            failed.append(e)
+
+    tokenizer = train_tokenizer(documents(), cfg)
+    if failed:
+        raise failed[0]
     tmp = path.with_suffix(".tmp")
-    train_tokenizer(docs, cfg).save(str(tmp))
+    tokenizer.save(str(tmp))
     os.replace(tmp, path)
     # read back, not the trained object: a unigram model's scores print differently before and after a save, and
     # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
@@ -689,8 +699,8 @@ class Progress:
         self.last, rate = now, done / max(now - self.start, 1e-9)
         line = f"{self.phase}: {done / self.scale:,.0f} {self.unit}"
         if self.total:
-            line += (f" of {self.total / self.scale:,.0f} ({done / self.total:.0%}), {rate / self.scale:,.1f} "
-                     f"{self.unit}/s, eta {max(0, self.total - done) / max(rate, 1e-9):.0f}s")
+            line += (f" of {self.total / self.scale:,.0f} {self.unit} ({done / self.total:.0%}), "
+                     f"{rate / self.scale:,.1f} {self.unit}/s, eta {max(0, self.total - done) / max(rate, 1e-9):.0f}s")
         print(line, flush=True)
 
     def finish(self):

@@ -23,6 +23,9 @@ def tiny(**changes):
     return dataclasses.replace(gpt.PRESETS["tiny"], **changes)
 
 
+TRAIN_TOKENIZER = gpt.get_tokenizer  # the script's own, for the tests that train one
+
+
 @pytest.fixture(autouse=True)
 def shared_tokenizer(gpt_tokenizer, monkeypatch):
     """Runs in this module start from one tokenizer (see conftest.gpt_tokenizer)."""
@@ -530,3 +533,108 @@ def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: --data: no such file") and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "ckpt.pt").exists()
+
+
+# --- preparing a large corpus: streaming, caches on disk, warm starts ---
+
+
+@pytest.mark.parametrize("script", ["gpt", "bert"])
+def test_a_prepared_run_starts_without_reading_or_building_anything(script, corpus, tmp_path, monkeypatch, capsys):
+    """--prepare-only leaves the tokenizer and every cache in --out and no checkpoint; the run that follows maps them:
+    it neither reads the corpus, nor tokenizes, nor makes instances."""
+    module = importlib.import_module(script)
+    argv = ["--size", "tiny", "--device", "cpu", "--data", str(corpus), "--out", str(tmp_path)]
+    assert module.run(module.main, ["--prepare-only", *argv]) == 0
+    assert "prepared" in capsys.readouterr().out
+    assert (tmp_path / "tokenizer.json").exists() and not (tmp_path / "ckpt.pt").exists()
+    for name in ("split_documents", "train_tokenizer", "make_instances")[:2 if script == "gpt" else 3]:
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("prepared data was made again"))
+    monkeypatch.setattr(module.RowWriter, "__init__", lambda *a, **k: pytest.fail("a cache was written again"))
+    assert module.run(module.main, ["--train", "--steps", "1", *argv]) == 0
+    assert (tmp_path / "ckpt.pt").exists()
+
+
+def test_instances_are_cached_per_setting(corpus, tmp_path, capsys):
+    """The examples are made once per setting that shapes them: a run at another sequence length makes its own;
+    a repeated setting maps the files made before."""
+    import bert
+
+    shutil.copy(conftest_tokenizer(bert, corpus, tmp_path), tmp_path / "tokenizer.json")
+    tok = bert.load_tokenizer(tmp_path)
+    for seq_len in (64, 128, 64):
+        cfg = dataclasses.replace(bert.PRESETS["tiny"], seq_len=seq_len)
+        data = bert.load_data(bert.read_corpus(str(corpus)), tok, tmp_path, cfg)
+        assert isinstance(data["train"]["a"], np.memmap)
+        ids, _ = bert.assemble(data["train"], np.arange(50), seq_len)
+        assert ids.shape == (50, seq_len)
+    out = capsys.readouterr().out
+    assert out.count("tokenizing the corpus") == 1 and out.count("making the training examples") == 2 * 2  # 2 splits
+    assert len(list((tmp_path / "cache").glob("*/train.instances-*"))) == 2
+
+
+def conftest_tokenizer(module, corpus, folder):
+    from conftest import tokenizer_file
+
+    (Path(folder) / "tok").mkdir(exist_ok=True)
+    return tokenizer_file(module, corpus, Path(folder) / "tok")
+
+
+def test_row_writer_and_disk_cache(tmp_path):
+    """Rows added one by one past the writer's block size, or in arrays, come back in order; an interrupted build
+    leaves nothing that a later call would read, and the later call builds again."""
+    def make(new_array, fail=False):
+        pairs, single = new_array("pairs", np.int64, 2), new_array("single", np.uint16)
+        new_array("none", np.int8, 3)  # written to, never
+        for i in range(700_000):  # 1.4 million numbers: more than one block of the writer's buffer
+            pairs.add(i, -i)
+        single.extend(np.arange(10))
+        single.add(65535)
+        if fail:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        gpt.disk_cache(tmp_path / "c", lambda new_array: make(new_array, fail=True), "testing")
+    assert not (tmp_path / "c").exists()
+    arrays = gpt.disk_cache(tmp_path / "c", make, "testing")
+    assert arrays["pairs"].shape == (700_000, 2) and (arrays["pairs"][:, 0] == -arrays["pairs"][:, 1]).all()
+    assert arrays["pairs"][-1].tolist() == [699_999, -699_999]
+    assert arrays["single"].dtype == np.uint16 and arrays["single"].tolist() == [*range(10), 65535]
+    assert arrays["none"].shape == (0, 3)
+    again = gpt.disk_cache(tmp_path / "c", lambda new_array: pytest.fail("built twice"), "testing")
+    assert np.array_equal(again["pairs"], arrays["pairs"])
+
+
+def test_progress_lines_say_how_far_and_how_long(monkeypatch, capsys):
+    clock = iter(range(0, 1000, 11))  # 11 seconds pass between calls
+    monkeypatch.setattr(gpt.time, "time", lambda: next(clock))
+    progress = gpt.Progress("tokenizing", 200e6)
+    progress.update(50e6)
+    progress.finish()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("tokenizing: 50 MB of 200 MB (25%), 4.5 MB/s, eta 33s")
+    assert lines[1] == "tokenizing: done in 22s"
+
+
+def test_a_bad_line_found_while_streaming_is_one_error_line(tmp_path, capsys, monkeypatch):
+    """The corpus is read while the tokenizer trains: a bad line deep in a file still ends the run with one line,
+    and no tokenizer is left behind."""
+    monkeypatch.setattr(gpt, "get_tokenizer", TRAIN_TOKENIZER)
+    lines = [json.dumps({"text": f"Document {i}. It has two sentences."}) for i in range(100)] + ["not json"]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    argv = ["--train", "--device", "cpu", "--data", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "run")]
+    assert gpt.run(gpt.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --data: ") and "d.jsonl, line 101" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "tokenizer.json").exists()
+
+
+def test_the_cache_key_follows_the_files_not_their_reading(tmp_path):
+    """A file's key is its path, size and modification time: the same file keys the same without being read, and
+    an edited file keys differently, so its caches are made again."""
+    path = tmp_path / "c.txt"
+    path.write_text("One. Two.\n\nThree.\n")
+    key = gpt.read_corpus(str(path)).key
+    assert gpt.read_corpus(str(path)).key == key
+    path.write_text("One. Two.\n\nFour.\n")
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert gpt.read_corpus(str(path)).key != key
