@@ -692,6 +692,9 @@ def disk_cache(folder, make, what):
     another name and renamed when complete: an interrupted build is redone, never half-read."""
     folder = Path(folder)
     if not (folder / "arrays.json").exists():
+        if int(os.environ.get("RANK", 0)) > 0:  # rank 0 prepares; another rank finding nothing reads another corpus
+            raise UserError(f"{folder} is missing on this machine: rank 0 prepared other data. Share --out and the "
+                            "corpus between machines (same paths and modification times), or copy both")
         print(f"{what} into {folder}", flush=True)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1134,6 +1137,9 @@ def train(args):
     corpus = read_corpus(args.data)  # its files are checked here, and streamed (never held) by the phases below
     if rt.ddp and not rt.master:
         torch.distributed.barrier()  # rank 0 writes the tokenizer and the caches; the others then map them
+    if not rt.master and not (out / "tokenizer.json").exists():  # a tokenizer of its own would give other ids
+        raise UserError(f"{out / 'tokenizer.json'} is missing on this machine: share --out between machines, or copy "
+                        "a folder prepared with --prepare-only")
     if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
         pretrained.tokenizer.save(str(out / "tokenizer.json"))
     if rt.master and not (out / "tokenizer.json").exists():

@@ -638,3 +638,12 @@ def test_the_cache_key_follows_the_files_not_their_reading(tmp_path):
     path.write_text("One. Two.\n\nFour.\n")
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
     assert gpt.read_corpus(str(path)).key != key
+
+
+def test_a_rank_other_than_0_never_prepares(tmp_path, monkeypatch):
+    """On a machine without the prepared folder, a rank other than 0 stops with one line instead of building data
+    (or a tokenizer) of its own, which would not be rank 0's."""
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(gpt.UserError, match="missing on this machine"):
+        gpt.disk_cache(tmp_path / "c", lambda new_array: pytest.fail("built on rank 1"), "testing")
+    assert not (tmp_path / "c").exists()
