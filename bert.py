@@ -12,6 +12,7 @@ import argparse
 import array
 import ast
 import atexit
+import concurrent.futures
 import contextlib
 import dataclasses
 import functools
@@ -235,9 +236,10 @@ def make_instances(split, cfg, rng, special, new_array):
                             k = a_end - 1  # the unused sentences are made into the next chunk
                         else:
                             label, b = 0, [offsets[a_end - base][0], offsets[k - base][1]]
-                        while a[1] - a[0] + b[1] - b[0] > longest:  # truncate the longer side, front or back at random
-                            longer = a if a[1] - a[0] > b[1] - b[0] else b
-                            if rng.random() < 0.5:
+                        excess = a[1] - a[0] + b[1] - b[0] - longest  # tokens to cut, one draw each (one call)
+                        for u in rng.random(excess).tolist() if excess > 0 else ():
+                            longer = a if a[1] - a[0] > b[1] - b[0] else b  # the longer side, at the front or back
+                            if u < 0.5:
                                 longer[0] += 1
                             else:
                                 longer[1] -= 1
@@ -551,7 +553,7 @@ def get_tokenizer(out, corpus, cfg):
 
     def documents():  # the trainer ends quietly where its input fails: the failure is kept, and raised below
         try:
-            for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer")):
+            for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer, reading")):
                 if split == "train" and i % every == 0:
                     yield doc
         except (Exception, KeyboardInterrupt) as e:  # bad input, or Ctrl-C: never a tokenizer of part of the corpus
@@ -851,11 +853,13 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
         # each training sentence's hash, on disk: to find the validation sentences that occur in training
         hashes = RowWriter(folder.with_name(folder.name + ".hashes"), np.int64)
 
-        def write(split, batch):
+        def encode(batch):  # in a thread: the tokenizer lets go of Python's lock, so reading goes on meanwhile
+            return batch, tokenizer.encode_batch([" ".join(doc) for doc in batch], add_special_tokens=False)
+
+        def write(split, batch, encodings):
             tokens, sentences, documents = out[split]
             n, s = counts[split]
-            for doc, enc in zip(batch, tokenizer.encode_batch([" ".join(doc) for doc in batch],
-                                                              add_special_tokens=False)):
+            for doc, enc in zip(batch, encodings):
                 starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # each sentence's first character
                 # a token belongs to the last sentence that starts at or before its end offset, so the space before a
                 # sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
@@ -870,17 +874,21 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
                     hashes.extend([hash(t) for t in doc])
             counts[split] = [n, s]
 
-        batch, chars, val = [], 0, []
-        for split, doc in split_documents(corpus, "tokenizing"):
-            if split == "val":
-                val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
-                continue
-            batch.append(doc)
-            chars += sum(map(len, doc))
-            if len(batch) == 256 or chars > 1 << 22:
-                write("train", batch)
-                batch, chars = [], 0
-        write("train", batch)
+        batch, chars, val, encoding = [], 0, [], None  # encoding: the batch being encoded while the next is read
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            for split, doc in split_documents(corpus, "tokenizing"):
+                if split == "val":
+                    val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
+                    continue
+                batch.append(doc)
+                chars += sum(map(len, doc))
+                if len(batch) == 256 or chars > 1 << 22:
+                    if encoding is not None:
+                        write("train", *encoding.result())
+                    encoding, batch, chars = pool.submit(encode, batch), [], 0
+            if encoding is not None:
+                write("train", *encoding.result())
+        write("train", *encode(batch))
         held = np.array(sorted({hash(s) for d in val for s in d}), dtype=np.int64)
         hashes.close()
         trained = np.memmap(hashes.file.name, np.int64, mode="r") if hashes.count else np.zeros(0, np.int64)
@@ -894,7 +902,7 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
         if not val:
             raise UserError("no validation text: every held-out sentence also occurs in a training document")
         for start in range(0, len(val), 256):
-            write("val", val[start:start + 256])
+            write("val", *encode(val[start:start + 256]))
 
     arrays = disk_cache(folder, make, "tokenizing the corpus")
     return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")} | {"folder": folder}
