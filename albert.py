@@ -207,7 +207,7 @@ def make_instances(split, cfg, rng, special, new_array):
     A and B are each a run of one document's tokens, so an instance is stored as two token ranges of the cache,
     (start, end) each, and its label; `assemble` builds the rows of a batch from them. Only sentence lengths are read
     here, a block of documents at a time."""
-    sents, docs = split["sentences"], split["documents"]
+    sents, docs = np.asarray(split["sentences"]), np.asarray(split["documents"])  # the memmaps, read as arrays
     longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
     out_a, out_b, out_label = (new_array("a", np.int64, 2), new_array("b", np.int64, 2),
                                new_array("pair_labels", np.int64))

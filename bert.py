@@ -203,7 +203,7 @@ def make_instances(split, cfg, rng, special, new_array):
     A and B are each a run of one document's sentences, so an instance is stored as two token ranges of the cache,
     (start, end) each, and its label; `assemble` builds the rows of a batch from them. Only sentence lengths are read
     here, a block of documents at a time."""
-    sents, docs = split["sentences"], split["documents"]
+    sents, docs = np.asarray(split["sentences"]), np.asarray(split["documents"])  # the memmaps, read as arrays
     longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
     out_a, out_b, out_label = (new_array("a", np.int64, 2), new_array("b", np.int64, 2),
                                new_array("pair_labels", np.int64))
@@ -226,7 +226,7 @@ def make_instances(split, cfg, rng, special, new_array):
                         if (size == 1 or rng.random() < 0.5) and len(docs) > 1:
                             label = 1
                             other = (d + rng.integers(1, len(docs))) % len(docs)  # never this document
-                            o_first, o_last = docs[other].tolist()
+                            o_first, o_last = int(docs[other, 0]), int(docs[other, 1])
                             j = rng.integers(o_first, o_last)
                             b = [int(sents[j, 0]), int(sents[j, 0])]
                             for j in range(j, o_last):
