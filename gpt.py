@@ -10,7 +10,6 @@ import argparse
 import array
 import ast
 import atexit
-import concurrent.futures
 import contextlib
 import dataclasses
 import glob
@@ -466,7 +465,10 @@ TOKENIZER_SAMPLE = 100_000_000  # bytes of text the tokenizer trains on, at most
 
 def split_sentences(text):
     """Sentences of a line of prose: split after . ! ? followed by white space."""
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    return [s for s in SENTENCE_END.split(text.strip()) if s]
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def default_corpus():
@@ -744,7 +746,7 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
         # each training sentence's hash, on disk: to find the validation sentences that occur in training
         hashes = RowWriter(folder.with_name(folder.name + ".hashes"), np.int64)
 
-        def encode(batch):  # in a thread: the tokenizer lets go of Python's lock, so reading goes on meanwhile
+        def encode(batch):  # the tokenizer's own threads
             return batch, tokenizer.encode_batch([" ".join(doc) for doc in batch], add_special_tokens=False)
 
         def write(split, batch, encodings):
@@ -765,29 +767,23 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
                     hashes.extend([hash(t) for t in doc])
             counts[split] = [n, s]
 
-        batch, chars, val, encoding = [], 0, [], None  # encoding: the batch being encoded while the next is read
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            for split, doc in split_documents(corpus, "tokenizing"):
-                if split == "val":
-                    val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
-                    continue
-                batch.append(doc)
-                chars += sum(map(len, doc))
-                if len(batch) == 256 or chars > 1 << 22:
-                    if encoding is not None:
-                        write("train", *encoding.result())
-                    encoding, batch, chars = pool.submit(encode, batch), [], 0
-            if encoding is not None:
-                write("train", *encoding.result())
+        batch, chars, val = [], 0, []
+        for split, doc in split_documents(corpus, "tokenizing"):
+            if split == "val":
+                val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
+                continue
+            batch.append(doc)
+            chars += sum(map(len, doc))
+            if len(batch) == 256 or chars > 1 << 22:
+                write("train", *encode(batch))
+                batch, chars = [], 0
         write("train", *encode(batch))
         held = np.array(sorted({hash(s) for d in val for s in d}), dtype=np.int64)
         hashes.close()
-        trained = np.memmap(hashes.file.name, np.int64, mode="r") if hashes.count else np.zeros(0, np.int64)
         seen = set()  # the validation sentences that occur in training, found a block of hashes at a time
-        for start in range(0, len(trained), 1 << 22):
-            block = trained[start:start + (1 << 22)]
-            seen.update(block[np.isin(block, held)].tolist())
-        del trained
+        with open(hashes.file.name, "rb") as f:
+            while len(block := np.fromfile(f, np.int64, count=1 << 22)):
+                seen.update(block[np.isin(block, held)].tolist())
         os.remove(hashes.file.name)
         val = [d for d in ([s for s in d if hash(s) not in seen] for d in val) if d]
         if not val:
