@@ -439,19 +439,10 @@ def get_tokenizer(out, corpus, cfg):
     if path.exists():
         return load_tokenizer(out)
     # every k-th document: a tokenizer learns its vocabulary long before TOKENIZER_SAMPLE bytes of text
-    every, failed = max(1, math.ceil((corpus.size or 0) / TOKENIZER_SAMPLE)), []
-
-    def documents():  # the trainer ends quietly where its input fails: the failure is kept, and raised below
-        try:
-            for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer, reading")):
-                if split == "train" and i % every == 0:
-                    yield doc
-        except (Exception, KeyboardInterrupt) as e:  # bad input, or Ctrl-C: never a tokenizer of part of the corpus
-            failed.append(e)
-
-    tokenizer = train_tokenizer(documents(), cfg)
-    if failed:
-        raise failed[0]
+    every = max(1, math.ceil((corpus.size or 0) / TOKENIZER_SAMPLE))
+    docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer, reading"))
+            if split == "train" and i % every == 0)
+    tokenizer = train_tokenizer(docs, cfg)  # bad input met while reading raises here, before anything is saved
     tmp = path.with_suffix(".tmp")
     tokenizer.save(str(tmp))
     os.replace(tmp, path)
