@@ -571,6 +571,11 @@ def split_sentences(text):
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
+def document(text):
+    """A document's sentences: each line of its text split into sentences."""
+    return [s for line in text.splitlines() for s in split_sentences(line)]
+
+
 def default_corpus():
     """The English prose every Python ships: the documentation topics and the standard library's docstrings.
 
@@ -660,8 +665,8 @@ def read_corpus(spec):
     comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a `text` field
     per document; or `hf:NAME[:CONFIG]` through the `datasets` library (memory-mapped, read row by row)."""
     if spec is None:
-        files = default_corpus_files()  # the key: the Python version and its files, so a warm start reads none
-        key = [sys.version, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]]
+        stats = [(f, os.stat(f)) for f in default_corpus_files()]  # the key: Python's version and files, none read
+        key = [sys.version, [(f, s.st_size, s.st_mtime_ns) for f, s in stats]]
 
         docs = []
 
@@ -687,7 +692,7 @@ def read_corpus(spec):
             read = 0
             for row in rows:
                 read += len(row["text"])
-                doc = [s for line in row["text"].splitlines() for s in split_sentences(line)]
+                doc = document(row["text"])
                 if doc:
                     yield doc, read
 
@@ -724,11 +729,11 @@ def read_corpus(spec):
                         elif line.strip():  # a blank line ends a document
                             lines_of_doc.append(line)
                             continue
-                        doc = [s for text in "".join(lines_of_doc).splitlines() for s in split_sentences(text)]
+                        doc = document("".join(lines_of_doc))
                         if doc:
                             yield doc, read
                         lines_of_doc = []
-                    doc = [s for text in "".join(lines_of_doc).splitlines() for s in split_sentences(text)]  # the last
+                    doc = document("".join(lines_of_doc))  # the file's last
                     if doc:
                         yield doc, read
             except (OSError, UnicodeDecodeError) as e:
@@ -846,13 +851,11 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
         # each training sentence's hash, on disk: to find the validation sentences that occur in training
         hashes = RowWriter(folder.with_name(folder.name + ".hashes"), np.int64)
 
-        def encode(batch):  # the tokenizer's own threads
-            return batch, tokenizer.encode_batch([" ".join(doc) for doc in batch], add_special_tokens=False)
-
-        def write(split, batch, encodings):
+        def write(split, batch):  # encoded together, by the tokenizer's own threads
             tokens, sentences, documents = out[split]
             n, s = counts[split]
-            for doc, enc in zip(batch, encodings):
+            for doc, enc in zip(batch, tokenizer.encode_batch([" ".join(doc) for doc in batch],
+                                                              add_special_tokens=False)):
                 starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # each sentence's first character
                 # a token belongs to the last sentence that starts at or before its end offset, so the space before a
                 # sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
@@ -875,9 +878,9 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
             batch.append(doc)
             chars += sum(map(len, doc))
             if len(batch) == 256 or chars > 1 << 22:
-                write("train", *encode(batch))
+                write("train", batch)
                 batch, chars = [], 0
-        write("train", *encode(batch))
+        write("train", batch)
         held = np.array(sorted({hash(s) for d in val for s in d}), dtype=np.int64)
         hashes.close()
         seen = set()  # the validation sentences that occur in training, found a block of hashes at a time
@@ -889,7 +892,7 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
         if not val:
             raise UserError("no validation text: every held-out sentence also occurs in a training document")
         for start in range(0, len(val), 256):
-            write("val", *encode(val[start:start + 256]))
+            write("val", val[start:start + 256])
 
     arrays = disk_cache(folder, make, "tokenizing the corpus")
     return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")} | {"folder": folder}
