@@ -295,6 +295,8 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
         ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)  # (B,)
         taken[rows[:, None], span] |= inside & ok[:, None]  # (B, max_ngram) entries of (B, W + max_ngram)
         count += np.where(ok, size, 0)
+        if not ((count < budget) & (rank + 1 < words)).any():  # every row full or out of words: no more change
+            break
     chosen = candidate & taken[rows[:, None], np.maximum(word, 0)]  # (B, T)
     positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # (B, P): the chosen positions first, in order
     found = np.take_along_axis(input_ids, positions, 1)  # (B, P)
