@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import re
 import shutil
@@ -1103,6 +1104,41 @@ def kept_steps(spec):
     return steps
 
 
+def micro_batch_ids(step, seen, cfg, rank, world):
+    """The example ids of each micro-batch this process trains on, from `step` to the last step, in order. Micro-batch
+    `micro` of the step that starts after `seen` examples holds seen + (micro * world + rank) * B + 0..B-1: the same
+    global batch for any world size and accumulation, each process taking its own slice."""
+    B, A = cfg.batch_size, cfg.grad_accum
+    for _ in range(step, cfg.steps):
+        for micro in range(A):
+            yield seen + (micro * world + rank) * B + np.arange(B)
+        seen += A * world * B
+
+
+class Examples(torch.utils.data.Dataset):
+    """get_batch as a dataset indexed by arrays of example ids: a batch depends only on its ids, so it can be built
+    in any process."""
+
+    def __init__(self, data, seed, cfg):
+        self.data, self.seed, self.cfg = data, seed, cfg
+
+    def __getitem__(self, ids):
+        return get_batch(self.data, ids, self.seed, self.cfg)
+
+
+def training_batches(data, ids, seed, cfg, workers, pin):
+    """The batches of `ids`, built by `workers` processes ahead of the loop (0: by the loop itself), so that the
+    GPU does not wait while the host masks and gathers; `pin`: in page-locked memory, for asynchronous copies."""
+    if workers and "fork" not in multiprocessing.get_all_start_methods():
+        raise UserError("--workers needs the fork start method (Linux, macOS); pass --workers 0")
+    # fork: the workers share the memory-mapped caches, which other start methods would copy into each of them;
+    # a generator of its own: the loader's seeding would otherwise draw from the global one and move dropout's
+    return iter(torch.utils.data.DataLoader(Examples(data, seed, cfg), batch_size=None, sampler=ids, num_workers=workers,
+                                            pin_memory=pin, prefetch_factor=4 if workers else None,
+                                            multiprocessing_context="fork" if workers else None,
+                                            generator=torch.Generator()))
+
+
 def train(args):
     """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
     # 1. settings: the preset, or the resumed run's own config, with the command line's overrides
@@ -1116,6 +1152,8 @@ def train(args):
     # a resumed run keeps its own config; the command line may still extend --steps or change the batch
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
     keep = kept_steps(args.keep)
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
     # --from-pretrained: the checkpoint's architecture with the preset's training settings
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg
@@ -1203,22 +1241,23 @@ def train(args):
                "eta_s": "eta {:.0f}s"}
         print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
 
-    def batch_at(seen, micro):
-        """Micro-batch `micro` of the step that starts after `seen` examples: the same global batch for any
-        world size and accumulation, each process taking its own slice."""
-        ids = seen + (micro * W + rt.rank) * B + np.arange(B)
-        batch = get_batch(data["train"], ids, args.seed, cfg)
-        if rt.device.type == "cuda":
-            return {k: v.pin_memory().to(rt.device, non_blocking=True) for k, v in batch.items()}
-        return {k: v.to(rt.device) for k, v in batch.items()}
-
-    # 6. the loop: a step is A micro-batches on each of W processes; the next batch is built during the backward
+    # 6. the loop: a step is A micro-batches on each of W processes; the batches are built ahead of it, on a GPU by
+    # worker processes, and the next one is sent to the device while the GPU computes
     B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
+    cuda = rt.device.type == "cuda"
+    workers = args.workers if args.workers is not None else 4 if cuda else 0
+    batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg, workers,
+                               pin=cuda)
+
+    def next_batch():
+        batch = next(batches, None)  # None after the run's last micro-batch
+        return batch and {k: v.to(rt.device, non_blocking=cuda) for k, v in batch.items()}
+
     tokens_per_step = B * A * W * cfg.seq_len
     peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
     if step == 0:  # the loss before training, for comparison; validation data has its own seed
         log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
-    batch = batch_at(seen, 0)
+    batch = next_batch()
     sums, t_log, step_log, t_start, step_start, data_time = {}, time.time(), step, time.time(), step, 0.0
     while step < cfg.steps:
         lr = get_lr(step, cfg)
@@ -1232,8 +1271,7 @@ def train(args):
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() / A
             t0 = time.time()
-            last = micro == A - 1
-            batch = batch_at(seen + last * A * W * B, 0 if last else micro + 1)  # built while the GPU computes
+            batch = next_batch()  # the host's share of the step: waiting for the batch, sending it
             data_time += time.time() - t0
         # the update: clip, step, clear
         scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
@@ -1326,6 +1364,8 @@ def build_parser():
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes building the training batches ahead of the loop (default: 4 on CUDA, else 0)")
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")

@@ -317,6 +317,20 @@ def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch)
             assert a.get(k) == pytest.approx(b.get(k), abs=1e-6), (a["step"], k)
 
 
+def test_worker_processes_train_on_the_same_batches(corpus, tokenizer_file, tmp_path, monkeypatch):
+    """--workers 2 builds the batches (instances in epoch order, masks) in two other processes ahead of the loop:
+    the run is the run of --workers 0, step for step."""
+    monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=4, log_interval=1, eval_examples=16, dupe_factor=1))
+    for workers in (0, 2):
+        bert.train(train_args(tmp_path / str(workers), corpus, tokenizer_file, "--steps", 4, "--batch-size", 8,
+                              "--grad-accum", 2, "--workers", workers))
+    rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "02"]
+    assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4]
+    for a, b in zip(*rows):
+        for k in ("loss", "mlm_acc", "nsp_acc", "val_loss"):
+            assert a.get(k) == b.get(k), (a["step"], k)
+
+
 @pytest.mark.gpu
 def test_cuda_training_in_bf16(corpus, tokenizer_file, tmp_path, monkeypatch):
     monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=10, log_interval=5, warmup=5, dupe_factor=2))

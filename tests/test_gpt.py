@@ -239,6 +239,23 @@ def test_torchrun_two_processes_equal_one_process(corpus, gpt_tokenizer, tmp_pat
         torch.testing.assert_close(ddp_weights[k], v, atol=1e-5, rtol=1e-4)
 
 
+def test_micro_batches_and_worker_processes(corpus, gpt_tokenizer, tmp_path):
+    """Each process's micro-batches, from a resumed step to the last one, hold the ids of its slice of each global
+    batch; worker processes build exactly the batches get_batch builds in the loop, in the same order."""
+    cfg = tiny(batch_size=3, grad_accum=2, steps=5)
+    ids = list(gpt.micro_batch_ids(2, 100, cfg, rank=1, world=2))  # steps 2, 3, 4; 12 examples a step
+    expected = [100 + step * 12 + (micro * 2 + 1) * 3 + np.arange(3) for step in range(3) for micro in range(2)]
+    assert len(ids) == len(expected) and all(np.array_equal(a, b) for a, b in zip(ids, expected))
+    shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
+    tokenizer = gpt.load_tokenizer(tmp_path)
+    data = gpt.load_data(gpt.read_corpus(str(corpus)), tokenizer, tmp_path, cfg)["train"]
+    built = list(gpt.training_batches(data, iter(ids), 5, cfg, workers=2, pin=False))
+    assert len(built) == len(ids)
+    for got, i in zip(built, ids):
+        for k, v in gpt.get_batch(data, i, 5, cfg).items():
+            assert torch.equal(got[k], v), k
+
+
 def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_examples=8))
     real = gpt.compute_loss
@@ -306,7 +323,7 @@ def test_help_lists_every_option():
     assert out.returncode == 0
     for flag in ("--train", "--size", "--data", "--out", "--steps", "--batch-size", "--grad-accum", "--lr", "--device",
                  "--dtype", "--compile", "--resume", "--seed", "--from-pretrained", "--sample", "--temperature",
-                 "--top-k"):
+                 "--top-k", "--workers", "--prepare-only", "--keep"):
         assert flag in out.stdout
 
 
@@ -403,6 +420,7 @@ BAD_INPUTS = {
     "wrong model type": (["--from-pretrained", "{tmp}/bert_dir"], "holds a 'bert' model"),
     "corrupt checkpoint": (["--resume", "--out", "{tmp}/corrupt"], "cannot read checkpoint"),
     "existing checkpoint": (["--out", "{tmp}/corrupt"], "exists: pass --resume"),
+    "negative workers": (["--workers", "-1"], "--workers must be 0 or more"),
 }
 
 
