@@ -5,6 +5,7 @@ counterpart with the same config, batch and dtype, in this process, after warm-u
 
     python bench.py                                   # every model, tiny, on the CPU (or small on a GPU)
     python bench.py --device cuda --size base --seq-len 512 --compile
+    python bench.py --profile runs/profile.txt        # and each model's costliest operations in a few more steps
 """
 
 import argparse
@@ -123,6 +124,18 @@ def measure(model, loss_fn, optimizer, batch, steps, warmup, device, amp):
     return statistics.median(times), memory
 
 
+def profile(model, loss_fn, optimizer, batch, device, amp, steps=3):
+    """The costliest operations of `steps` more steps (after `measure`'s warm-up), by their own time on the
+    device (on the CPU off CUDA): a table of 15 rows."""
+    from torch.profiler import ProfilerActivity
+
+    cuda = device.type == "cuda"
+    with torch.profiler.profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda) as prof:
+        measure(model, loss_fn, optimizer, batch, steps, 0, device, amp)
+    return prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
+                                     row_limit=15, max_name_column_width=70)
+
+
 def bench_one(name, args, device, amp):
     module = importlib.import_module(name)
     cfg = module.PRESETS[args.size]
@@ -147,6 +160,10 @@ def bench_one(name, args, device, amp):
         if args.compile:  # the same for both: forward and loss in one compiled graph
             loss_fn = torch.compile(loss_fn)
         seconds, memory = measure(model, loss_fn, optimizer, batch, args.steps, args.warmup, device, amp)
+        if args.profile and who == "ours":
+            with open(args.profile, "a") as f:
+                f.write(f"== {name}, ours: {cfg.batch_size} x {cfg.seq_len}, {args.size}"
+                        f"{', compiled' if args.compile else ''}\n{profile(model, loss_fn, optimizer, batch, device, amp)}\n")
         tokens = cfg.batch_size * cfg.seq_len / seconds
         row[who] = {"step_ms": round(seconds * 1e3, 2), "tokens_per_s": round(tokens),
                     "mfu": round(tokens * fpt / peak, 4) if peak else None,
@@ -188,6 +205,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator, caches)")
     p.add_argument("--json", default="runs/bench.json", help="where to write the results")
+    p.add_argument("--profile", default=None, metavar="PATH",
+                   help="also profile 3 more steps of each of our models: a table of its costliest operations, in PATH")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
@@ -207,31 +226,35 @@ def main(argv=None):
     if args.size not in sizes:
         fail(f"--size {args.size!r} is unknown; choose one of {', '.join(sorted(sizes))}")
     out = Path(args.json)
-    try:  # checked before the benchmark, not after it
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.is_dir():
-            raise IsADirectoryError(21, "a folder")
-    except OSError as e:
-        fail(f"--json {out}: cannot write a file there ({e.strerror})")
+    for flag, path in (("--json", out), ("--profile", args.profile and Path(args.profile))):
+        try:  # checked before the benchmark, not after it
+            if path:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.is_dir():
+                    raise IsADirectoryError(21, "a folder")
+        except OSError as e:
+            fail(f"{flag} {path}: cannot write a file there ({e.strerror})")
+    if args.profile:
+        Path(args.profile).write_text("")  # this run's tables only
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    rows = []
-    for name in models:
-        if args.size not in importlib.import_module(name).PRESETS:
-            print(f"{name}: no {args.size!r} preset, skipped", file=sys.stderr)
-            continue
-        rows.append(bench_one(name, args, device, amp))
-        r = rows[-1]
-        print(f"{name}: ours {r['ours']['tokens_per_s']:,} tok/s, HF {r['hf']['tokens_per_s']:,} tok/s "
-              f"({r['ratio']:.2f}×)", file=sys.stderr)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     meta = {"device": name, "torch": torch.__version__, "dtype": "bf16" if device.type == "cuda" else "fp32",
             "compile": args.compile, "steps": args.steps, "warmup": args.warmup, "date": time.strftime("%Y-%m-%d")}
+    rows = []
+    for model in models:
+        if args.size not in importlib.import_module(model).PRESETS:
+            print(f"{model}: no {args.size!r} preset, skipped", file=sys.stderr)
+            continue
+        rows.append(bench_one(model, args, device, amp))
+        r = rows[-1]
+        print(f"{model}: ours {r['ours']['tokens_per_s']:,} tok/s, HF {r['hf']['tokens_per_s']:,} tok/s "
+              f"({r['ratio']:.2f}×)", file=sys.stderr)
+        out.write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")  # after each model: a stopped run keeps it
     print(f"{name}, torch {torch.__version__}, {meta['dtype']}{', compiled' if args.compile else ''}, "
           f"median of {args.steps} steps")
     print(table(rows, device))
-    out.write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
     print(f"results written to {out}")
     return 0
 
