@@ -20,13 +20,14 @@ import hashlib
 import itertools
 import json
 import math
-import multiprocessing
 import os
+import queue
 import re
 import shutil
 import socket
 import sys
 import sysconfig
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,11 @@ class Model(nn.Module):
     def from_pretrained(cls, path, base=None):
         """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
         return load_pretrained(path, base)
+
+
+def flops_per_token(model, cfg):
+    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
+    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
 
 
 # --- objective ---
@@ -1178,11 +1184,6 @@ def process_alive(pid):
     return True
 
 
-def flops_per_token(model, cfg):
-    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
-    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
-
-
 def peak_flops(device):
     """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
     if device.type != "cuda":
@@ -1224,28 +1225,32 @@ def micro_batch_ids(step, seen, cfg, rank, world):
         seen += A * world * B
 
 
-class Examples(torch.utils.data.Dataset):
-    """get_batch as a dataset indexed by arrays of example ids: a batch depends only on its ids, so it can be built
-    in any process."""
+def training_batches(data, ids, seed, cfg, ahead, pin):
+    """The batches of `ids` in order, up to `ahead` of them built by a background thread while the loop trains (0:
+    each built when the loop asks), so that the GPU does not wait while the host masks and gathers; `pin`: in
+    page-locked memory, for asynchronous copies to the GPU."""
+    def build(i):
+        batch = get_batch(data, i, seed, cfg)
+        return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
 
-    def __init__(self, data, seed, cfg):
-        self.data, self.seed, self.cfg = data, seed, cfg
+    if not ahead:
+        yield from map(build, ids)
+        return
+    made = queue.Queue(maxsize=ahead)
 
-    def __getitem__(self, ids):
-        return get_batch(self.data, ids, self.seed, self.cfg)
+    def work():
+        try:
+            for i in ids:
+                made.put(build(i))
+            made.put(None)  # the end
+        except BaseException as e:  # raised again in the loop, which stops the run with it
+            made.put(e)
 
-
-def training_batches(data, ids, seed, cfg, workers, pin):
-    """The batches of `ids`, built by `workers` processes ahead of the loop (0: by the loop itself), so that the
-    GPU does not wait while the host masks and gathers; `pin`: in page-locked memory, for asynchronous copies."""
-    if workers and "fork" not in multiprocessing.get_all_start_methods():
-        raise UserError("--workers needs the fork start method (Linux, macOS); pass --workers 0")
-    # fork: the workers share the memory-mapped caches, which other start methods would copy into each of them;
-    # a generator of its own: the loader's seeding would otherwise draw from the global one and move dropout's
-    return iter(torch.utils.data.DataLoader(Examples(data, seed, cfg), batch_size=None, sampler=ids, num_workers=workers,
-                                            pin_memory=pin, prefetch_factor=4 if workers else None,
-                                            multiprocessing_context="fork" if workers else None,
-                                            generator=torch.Generator()))
+    threading.Thread(target=work, daemon=True).start()
+    while (batch := made.get()) is not None:
+        if isinstance(batch, BaseException):
+            raise batch
+        yield batch
 
 
 def train(args):
@@ -1261,8 +1266,8 @@ def train(args):
     # a resumed run keeps its own config; the command line may still extend --steps or change the batch
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
     keep = kept_steps(args.keep)
-    if args.workers is not None and args.workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+    if args.prefetch is not None and args.prefetch < 0:
+        raise UserError(f"--prefetch must be 0 or more, got {args.prefetch}")
     # --from-pretrained: the checkpoint's architecture with the preset's training settings
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg
@@ -1350,12 +1355,12 @@ def train(args):
                "eta_s": "eta {:.0f}s"}
         print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
 
-    # 6. the loop: a step is A micro-batches on each of W processes; the batches are built ahead of it, on a GPU by
-    # worker processes, and the next one is sent to the device while the GPU computes
+    # 6. the loop: a step is A micro-batches on each of W processes; on a GPU the batches are built ahead of it by
+    # a thread, and the next one is sent to the device while the GPU computes
     B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
     cuda = rt.device.type == "cuda"
-    workers = args.workers if args.workers is not None else 4 if cuda else 0
-    batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg, workers,
+    ahead = args.prefetch if args.prefetch is not None else 4 if cuda else 0
+    batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg, ahead,
                                pin=cuda)
 
     def next_batch():
@@ -1473,8 +1478,8 @@ def build_parser():
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes building the training batches ahead of the loop (default: 4 on CUDA, else 0)")
+    p.add_argument("--prefetch", type=int, default=None,
+                   help="training batches built ahead of the loop by a background thread (default: 4 on CUDA, else 0)")
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")

@@ -317,13 +317,13 @@ def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch)
             assert a.get(k) == pytest.approx(b.get(k), abs=1e-6), (a["step"], k)
 
 
-def test_worker_processes_train_on_the_same_batches(corpus, tokenizer_file, tmp_path, monkeypatch):
-    """--workers 2 builds the batches (instances in epoch order, masks) in two other processes ahead of the loop:
-    the run is the run of --workers 0, step for step."""
+def test_prefetched_batches_train_the_same_run(corpus, tokenizer_file, tmp_path, monkeypatch):
+    """--prefetch 2 builds the batches (instances in epoch order, masks) in a thread ahead of the loop: the run is
+    the run of --prefetch 0, step for step."""
     monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=4, log_interval=1, eval_examples=16, dupe_factor=1))
-    for workers in (0, 2):
-        bert.train(train_args(tmp_path / str(workers), corpus, tokenizer_file, "--steps", 4, "--batch-size", 8,
-                              "--grad-accum", 2, "--workers", workers))
+    for ahead in (0, 2):
+        bert.train(train_args(tmp_path / str(ahead), corpus, tokenizer_file, "--steps", 4, "--batch-size", 8,
+                              "--grad-accum", 2, "--prefetch", ahead))
     rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "02"]
     assert [r["step"] for r in rows[1]] == [0, 1, 2, 3, 4]
     for a, b in zip(*rows):

@@ -239,9 +239,10 @@ def test_torchrun_two_processes_equal_one_process(corpus, gpt_tokenizer, tmp_pat
         torch.testing.assert_close(ddp_weights[k], v, atol=1e-5, rtol=1e-4)
 
 
-def test_micro_batches_and_worker_processes(corpus, gpt_tokenizer, tmp_path):
+def test_micro_batches_and_the_prefetching_thread(corpus, gpt_tokenizer, tmp_path):
     """Each process's micro-batches, from a resumed step to the last one, hold the ids of its slice of each global
-    batch; worker processes build exactly the batches get_batch builds in the loop, in the same order."""
+    batch; the thread that builds them ahead gives exactly the batches get_batch builds, in the same order, and an
+    error met while building reaches the loop."""
     cfg = tiny(batch_size=3, grad_accum=2, steps=5)
     ids = list(gpt.micro_batch_ids(2, 100, cfg, rank=1, world=2))  # steps 2, 3, 4; 12 examples a step
     expected = [100 + step * 12 + (micro * 2 + 1) * 3 + np.arange(3) for step in range(3) for micro in range(2)]
@@ -249,11 +250,15 @@ def test_micro_batches_and_worker_processes(corpus, gpt_tokenizer, tmp_path):
     shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
     tokenizer = gpt.load_tokenizer(tmp_path)
     data = gpt.load_data(gpt.read_corpus(str(corpus)), tokenizer, tmp_path, cfg)["train"]
-    built = list(gpt.training_batches(data, iter(ids), 5, cfg, workers=2, pin=False))
+    built = list(gpt.training_batches(data, iter(ids), 5, cfg, ahead=2, pin=False))
     assert len(built) == len(ids)
     for got, i in zip(built, ids):
         for k, v in gpt.get_batch(data, i, 5, cfg).items():
             assert torch.equal(got[k], v), k
+    broken = gpt.training_batches(data, iter([ids[0], None]), 5, cfg, ahead=2, pin=False)  # None: not ids
+    assert torch.equal(next(broken)["input_ids"], built[0]["input_ids"])
+    with pytest.raises(TypeError):
+        next(broken)
 
 
 def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypatch):
@@ -275,7 +280,12 @@ def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypat
 def test_bf16_autocast_and_compile_train(corpus, tmp_path):
     gpt.train(train_args(tmp_path / "bf16", corpus, "--steps", 2, "--dtype", "bf16", "--batch-size", 2))
     assert metrics(tmp_path / "bf16")[-1]["step"] == 2
-    gpt.train(train_args(tmp_path / "compiled", corpus, "--steps", 2, "--compile", "--batch-size", 2))
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    gpt.train(train_args(tmp_path / "compiled", corpus, "--steps", 3, "--compile", "--batch-size", 2))
+    assert counters["stats"]["unique_graphs"] == 1  # compiled once for every step: no recompilation
     state = gpt.load_checkpoint(tmp_path / "compiled" / "ckpt.pt")
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
 
@@ -323,7 +333,7 @@ def test_help_lists_every_option():
     assert out.returncode == 0
     for flag in ("--train", "--size", "--data", "--out", "--steps", "--batch-size", "--grad-accum", "--lr", "--device",
                  "--dtype", "--compile", "--resume", "--seed", "--from-pretrained", "--sample", "--temperature",
-                 "--top-k", "--workers", "--prepare-only", "--keep"):
+                 "--top-k", "--prefetch", "--prepare-only", "--keep"):
         assert flag in out.stdout
 
 
@@ -420,7 +430,7 @@ BAD_INPUTS = {
     "wrong model type": (["--from-pretrained", "{tmp}/bert_dir"], "holds a 'bert' model"),
     "corrupt checkpoint": (["--resume", "--out", "{tmp}/corrupt"], "cannot read checkpoint"),
     "existing checkpoint": (["--out", "{tmp}/corrupt"], "exists: pass --resume"),
-    "negative workers": (["--workers", "-1"], "--workers must be 0 or more"),
+    "negative prefetch": (["--prefetch", "-1"], "--prefetch must be 0 or more"),
 }
 
 
