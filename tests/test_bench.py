@@ -1,6 +1,9 @@
-"""bench.py runs: every model against its Hugging Face counterpart of the same size, a table, a JSON file."""
+"""bench.py runs: every model against its Hugging Face counterpart of the same size, a table, a JSON file and
+profiles; benchmarks/gpu_check.sh and its table, run on the CPU (GPU_CHECK_SMOKE)."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,8 +13,9 @@ import bench
 
 
 def test_bench_runs_every_model_and_writes_json(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert bench.main(["--device", "cpu", "--size", "tiny", "--steps", "2", "--warmup", "1", "--json", str(out)]) == 0
+    out, profile = tmp_path / "bench.json", tmp_path / "profile.txt"
+    assert bench.main(["--device", "cpu", "--size", "tiny", "--steps", "2", "--warmup", "1", "--json", str(out),
+                       "--profile", str(profile)]) == 0
     report = json.loads(out.read_text())
     assert [r["model"] for r in report["results"]] == bench.MODELS
     for r in report["results"]:
@@ -21,6 +25,9 @@ def test_bench_runs_every_model_and_writes_json(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| model | params | batch × seq | ours tok/s | HF tok/s | ours/HF |" in table
     assert all(f"| {m} |" in table for m in bench.MODELS)
+    sections = profile.read_text().split("\n== ")
+    assert [s.split(",")[0].lstrip("= ") for s in sections] == bench.MODELS  # one profile of ours per model
+    assert all("aten::" in s and "Self CPU time total" in s for s in sections)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -30,6 +37,7 @@ def test_bench_runs_every_model_and_writes_json(tmp_path, capsys):
     (["--warmup", "-5"], "error: --warmup must be 0 or more"),
     (["--size", "huge"], "error: --size 'huge' is unknown"),
     (["--json", "{tmp}"], "error: --json {tmp}: cannot write a file there"),
+    (["--profile", "{tmp}"], "error: --profile {tmp}: cannot write a file there"),
 ])
 def test_bad_input_gives_one_clear_line(argv, message, tmp_path, capsys, monkeypatch):
     if "4096" not in argv:  # every other check comes before any model is built
@@ -51,3 +59,72 @@ def test_memory_benchmark_refuses_a_bad_spec_in_one_line(spec, message, capsys):
         memory.main([spec])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(message) and err.count("\n") == 1
+
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_table  # noqa: E402
+
+
+def test_gpu_check_runs_its_stages_and_prints_one_table(tmp_path):
+    """The whole GPU check on the CPU (GPU_CHECK_SMOKE: tiny size, a few steps): data, training run, bench.py with
+    its profile, then the table with the run's throughput and data share and the bench row, and what comes back."""
+    env = {**os.environ, "GPU_CHECK_SMOKE": "1", "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs")}
+    done = subprocess.run(["bash", ROOT / "benchmarks" / "gpu_check.sh", "bert"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| bert.py |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "8 × 128" and all(c != "—" for c in cells[2:3] + cells[4:8]), row  # MFU: CUDA only
+    assert float(cells[4].rstrip("%")) < 100 and cells[7].endswith("×")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.json", "bench.log", "meta.txt",
+                                                                     "profile.txt", "table.md", "train.log"]
+    assert row in (tmp_path / "out" / "table.md").read_text()
+    assert "rc=0" in (tmp_path / "out" / "train.log").read_text()
+
+
+def test_gpu_table_names_each_missed_target_and_each_missing_stage(tmp_path, capsys):
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    for script, rows, log in [
+        ("gpt", [{"step": 100, "tokens_per_s": 1}, {"step": 200, "tokens_per_s": 400_000, "mfu": 0.40,
+                                                    "data_frac": 0.06}], "compiling the model\nrc=0"),
+        ("bert", [{"step": 100, "tokens_per_s": 1}, {"step": 200, "tokens_per_s": 600_000, "mfu": 0.46,
+                                                     "data_frac": 0.01}], "compiling the model\nrc=0"),
+        ("roberta", [{"step": 100, "tokens_per_s": 1}], "compiling the model\nrc=124 wall=240s"),  # stopped
+    ]:
+        (runs / script).mkdir(parents=True)
+        (runs / script / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (runs / f"{script}.log").write_text(f"micro-batch: 64 × 512\n{log}\n")
+    out.mkdir()
+    bench_row = {"ours": {"tokens_per_s": 2, "mfu": 0.5}, "hf": {"tokens_per_s": 1, "mfu": 0.3}}
+    (out / "bench.json").write_text(json.dumps({"results": [{"model": "gpt", **bench_row, "ratio": 1.2},
+                                                            {"model": "bert", **bench_row, "ratio": 1.5}]}))
+    (out / "profile.txt").write_text("== gpt, ours: 32 x 512\nthe gpt table\n== bert, ours: 32 x 512\nthe bert table\n")
+    assert gpu_table.main([str(out), str(runs), "gpt", "bert", "roberta", "albert"]) == 0
+    table = (out / "table.md").read_text()
+    assert "| gpt.py | 64 × 512 | 400,000 | 40.0% | 6.0% | 2 | 1 | 1.20× | 50.0% | MFU < 45%; data ≥ 5%; ours/HF < 1.3 |" \
+        in table
+    assert "| bert.py | 64 × 512 | 600,000 | 46.0% | 1.0% |" in table and table.count("| met |") == 1
+    assert "- roberta.py training: rc=124 wall=240s; 1 timed interval(s)" in table  # its one interval: compilation
+    assert "- albert.py training: not run" in table and "- albert.py bench: not reached" in table
+    printed = capsys.readouterr().out
+    assert printed.startswith(table) and "(gpt.py)" in printed and "the gpt table" in printed  # the worst's profile
+    assert "the bert table" not in printed
+
+
+@pytest.mark.parametrize("name", bench.MODELS)
+def test_every_models_loss_traces_into_one_graph(name):
+    """torch.compile sees each model's forward and loss as one graph: no graph break, which on a GPU means a
+    host synchronisation and unfused kernels at every step (the H200 run found one in the padding mask once)."""
+    import importlib
+
+    import torch
+
+    module = importlib.import_module(name)
+    cfg = module.PRESETS["tiny"]
+    model = module.Model(cfg).train()
+    batch = bench.make_batch(name, cfg, 2, torch.device("cpu"))
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(lambda b: module.compute_loss(model, b)[0])(batch)
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    assert explained.graph_count == 1
