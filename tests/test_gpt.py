@@ -284,7 +284,7 @@ def test_bf16_autocast_and_compile_train(corpus, tmp_path):
 
     torch._dynamo.reset()
     counters.clear()
-    gpt.train(train_args(tmp_path / "compiled", corpus, "--steps", 3, "--compile", "--batch-size", 2))
+    gpt.train(train_args(tmp_path / "compiled", corpus, "--steps", 3, "--compile", "--batch-size", 2, "--prefetch", 2))
     assert counters["stats"]["unique_graphs"] == 1  # compiled once for every step: no recompilation
     state = gpt.load_checkpoint(tmp_path / "compiled" / "ckpt.pt")
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
