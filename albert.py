@@ -176,11 +176,19 @@ class Model(nn.Module):
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token: 6 per parameter use for the matmuls forward and backward, plus 12·L·H·T for
-    attention. The shared layer's parameters are used once per layer: ALBERT computes as much as a BERT of its
-    shape, with fewer parameters."""
-    uses = model.num_params() + (cfg.layers - 1) * sum(p.numel() for p in model.block.parameters())
-    return 6 * uses + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
+    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    The MLM head multiplies at the max_predictions masked slots of a sequence; the pooler and SOP head once in it.
+    The shared layer multiplies at every layer: ALBERT computes as much as a BERT of its shape."""
+    P, T = cfg.max_predictions, cfg.seq_len
+    encoder = numel(model.project) + cfg.layers * numel(model.block)
+    weights = encoder + numel(model.mlm, model.head) * P / T + numel(model.pooler, model.sop) / T
+    return 6 * weights + 12 * cfg.layers * cfg.hidden * T
+
+
+def numel(*modules):
+    """How many parameters these modules hold."""
+    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 # --- objective ---

@@ -209,8 +209,17 @@ class Model(nn.Module):
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
-    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
+    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    Both encoders multiply at every position; the generator's MLM head at the max_predictions masked slots."""
+    P, T = cfg.max_predictions, cfg.seq_len
+    weights = numel(model.generator, model.discriminator, model.rtd) + numel(model.mlm, model.head) * P / T
+    return 6 * weights + 12 * cfg.layers * (cfg.hidden + cfg.gen_hidden) * T
+
+
+def numel(*modules):
+    """How many parameters these modules hold."""
+    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 # --- objective ---

@@ -160,8 +160,15 @@ class Model(nn.Module):
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token: 6N for the matmuls forward and backward, plus 12·L·H·T for attention."""
-    return 6 * model.num_params() + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
+    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    The decoder (the token embeddings, tied) multiplies at every position."""
+    return 6 * (numel(model.blocks) + model.head.weight.numel()) + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+
+
+def numel(*modules):
+    """How many parameters these modules hold."""
+    return sum(p.numel() for m in modules for p in m.parameters())
 
 
 # --- objective ---

@@ -128,3 +128,28 @@ def test_every_models_loss_traces_into_one_graph(name):
     explained = torch._dynamo.explain(lambda b: module.compute_loss(model, b)[0])(batch)
     assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
     assert explained.graph_count == 1
+
+
+@pytest.mark.parametrize("name", bench.MODELS)
+def test_flops_per_token_are_the_models_own_matrix_products(name):
+    """MFU's count, per token: 3 × the forward's matrix products (backward = 2 × forward), as torch's counter
+    measures them in a pretraining step's forward and loss (table lookups are no products; a decoder counts where
+    it predicts), plus 12·L·H·T for attention (left out of both sides: the CPU's attention kernel is not counted)."""
+    import dataclasses
+    import importlib
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module = importlib.import_module(name)
+    cfg = module.PRESETS["tiny"]
+    if name != "gpt":  # every masked slot filled, as in training batches
+        cfg = dataclasses.replace(cfg, max_predictions=round(0.15 * cfg.seq_len))
+    model = module.Model(cfg).train()
+    batch = bench.make_batch(name, cfg, 2, torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:
+        module.compute_loss(model, batch)
+    products = sum(f for op, f in counter.get_flop_counts()["Global"].items() if "mm" in str(op))
+    attention = 12 * cfg.layers * (cfg.hidden + getattr(cfg, "gen_hidden", 0)) * cfg.seq_len
+    measured = 3 * products / (2 * cfg.seq_len)
+    assert module.flops_per_token(model, cfg) - attention == pytest.approx(measured, rel=0.015)  # LN, biases
