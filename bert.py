@@ -1234,10 +1234,12 @@ def micro_batch_ids(step, seen, cfg, rank, world):
         seen += A * world * B
 
 
-def training_batches(data, ids, seed, cfg, ahead, pin):
+def training_batches(data, ids, seed, cfg, ahead, device):
     """The batches of `ids` in order, up to `ahead` of them built by a background thread while the loop trains (0:
-    each built when the loop asks), so that the GPU does not wait while the host masks and gathers; `pin`: in
-    page-locked memory, for asynchronous copies to the GPU."""
+    each built when the loop asks), so that the GPU does not wait while the host masks and gathers; for a CUDA
+    `device`, in page-locked memory, for asynchronous copies to it."""
+    pin = device.type == "cuda"
+
     def build(i):
         batch = get_batch(data, i, seed, cfg)
         return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
@@ -1249,6 +1251,8 @@ def training_batches(data, ids, seed, cfg, ahead, pin):
 
     def work():
         try:
+            if pin:  # a new thread's device is GPU 0: page-locking there would open a context on it in every process
+                torch.cuda.set_device(device)
             for i in ids:
                 made.put(build(i))
             made.put(None)  # the end
@@ -1370,7 +1374,7 @@ def train(args):
     cuda = rt.device.type == "cuda"
     ahead = args.prefetch if args.prefetch is not None else 4 if cuda else 0
     batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg, ahead,
-                               pin=cuda)
+                               rt.device)
 
     def next_batch():
         batch = next(batches, None)  # None after the run's last micro-batch

@@ -49,7 +49,7 @@ def host_time(name, size, repeats=20):
         """Median seconds the loop waits in next() while a thread builds up to `ahead` batches and each step
         sleeps."""
         ids = (i * cfg.batch_size + np.arange(cfg.batch_size) for i in range(batches + 1))
-        loader = module.training_batches(data, ids, 0, cfg, ahead, pin=False)
+        loader = module.training_batches(data, ids, 0, cfg, ahead, torch.device("cpu"))
         next(loader)  # the thread's start
         waits = []
         for _ in range(batches):

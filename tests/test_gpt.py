@@ -250,12 +250,13 @@ def test_micro_batches_and_the_prefetching_thread(corpus, gpt_tokenizer, tmp_pat
     shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
     tokenizer = gpt.load_tokenizer(tmp_path)
     data = gpt.load_data(gpt.read_corpus(str(corpus)), tokenizer, tmp_path, cfg)["train"]
-    built = list(gpt.training_batches(data, iter(ids), 5, cfg, ahead=2, pin=False))
+    built = list(gpt.training_batches(data, iter(ids), 5, cfg, ahead=2, device=torch.device("cpu")))
     assert len(built) == len(ids)
     for got, i in zip(built, ids):
         for k, v in gpt.get_batch(data, i, 5, cfg).items():
             assert torch.equal(got[k], v), k
-    broken = gpt.training_batches(data, iter([ids[0], None]), 5, cfg, ahead=2, pin=False)  # None: not ids
+    cpu = torch.device("cpu")
+    broken = gpt.training_batches(data, iter([ids[0], None]), 5, cfg, ahead=2, device=cpu)  # None: not ids
     assert torch.equal(next(broken)["input_ids"], built[0]["input_ids"])
     with pytest.raises(TypeError):
         next(broken)
