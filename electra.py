@@ -316,7 +316,7 @@ def mask_tokens(input_ids, keys, seed, split, cfg):
     return ids, positions, labels
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=3)  # training's epoch and the next, and validation's
 def epoch_order(n, seed, epoch):
     """The order of the n instances in an epoch: a fresh permutation each epoch."""
     return np.random.default_rng((seed, epoch)).permutation(n)
@@ -1369,23 +1369,30 @@ def training_batches(data, ids, seed, cfg, ahead, device):
     if not ahead:
         yield from map(build, ids)
         return
-    made = queue.Queue(maxsize=ahead)
+    made, stop = queue.Queue(maxsize=ahead), threading.Event()
 
     def work():
         try:
             if pin:  # a new thread's device is GPU 0: page-locking there would open a context on it in every process
                 torch.cuda.set_device(device)
             for i in ids:
+                if stop.is_set():
+                    return
                 made.put(build(i))
             made.put(None)  # the end
         except BaseException as e:  # raised again in the loop, which stops the run with it
             made.put(e)
 
-    threading.Thread(target=work, daemon=True).start()
-    while (batch := made.get()) is not None:
-        if isinstance(batch, BaseException):
-            raise batch
-        yield batch
+    threading.Thread(target=work, name="prefetch", daemon=True).start()
+    try:
+        while (batch := made.get()) is not None:
+            if isinstance(batch, BaseException):
+                raise batch
+            yield batch
+    finally:  # the loop is done or stopped: empty the queue, so the thread puts at most one more batch and ends
+        stop.set()
+        while not made.empty():
+            made.get_nowait()
 
 
 def train(args):

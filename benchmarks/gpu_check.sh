@@ -10,7 +10,7 @@
 # costs the later ones, never the table, and what did not fit is named under it.
 # Usage: bash benchmarks/gpu_check.sh [SCRIPT ...]   (default: all five)
 #        GPU_CHECK_STAGES="bench" bash benchmarks/gpu_check.sh roberta albert   (stages: pytest train bench)
-# In $OUT (what the device tool brings back): table.md, meta.txt, train.log (every run's log), bench.json,
+# In $OUT (default /tmp/gpu_check): table.md, meta.txt, train.log (every run's log), bench.json,
 # bench.log, profile.txt. GPU_CHECK_SMOKE=1: the same stages on the CPU at the tiny size, a few steps each.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,10 +48,13 @@ left() {  # seconds before the deadline, less a reserve for the table
 
 # 1. the data, in parallel on the CPUs; the CUDA tests meanwhile
 for s in "${SCRIPTS[@]}"; do
-  [[ $STAGES == *" train "* ]] && python "$s.py" --prepare-only --size "$SIZE" --out "$RUNS/$s" > "$RUNS/$s.log" 2>&1 &
+  [[ $STAGES == *" train "* ]] && timeout "$(left)" python "$s.py" --prepare-only --size "$SIZE" --out "$RUNS/$s" \
+    > "$RUNS/$s.log" 2>&1 &
 done
 if [ "$DEVICE" = cuda ] && [[ $STAGES == *" pytest "* ]]; then
-  timeout 150 python -m pytest -q -m gpu tests 2>&1 | tail -3 | sed 's/^/pytest -m gpu: /' | tee -a "$OUT/meta.txt"
+  budget=$(left)
+  timeout "$(( budget < 150 ? budget : 150 ))" python -m pytest -q -m gpu tests > "$RUNS/pytest.log" 2>&1
+  echo "pytest -m gpu: rc=$? $(tail -1 "$RUNS/pytest.log")" | tee -a "$OUT/meta.txt"
 fi
 wait
 

@@ -4,8 +4,9 @@ GPU targets (MFU >= 45% for gpt.py and bert.py, ours/HF >= 1.3 and a host data s
     python benchmarks/gpu_table.py OUT RUNS [SCRIPT ...]     # the folders gpu_check.sh wrote
 
 Reads RUNS/SCRIPT.log (its `micro-batch:` and `rc=` lines, written by gpu_check.sh), RUNS/SCRIPT/metrics.jsonl,
-OUT/meta.txt, OUT/bench.json and OUT/profile.txt; prints the table, then the profile of the model furthest below
-a target, and writes the table to OUT/table.md. A stage that did not run or failed shows as "—" with the reason below the table.
+OUT/meta.txt, OUT/bench.json, OUT/bench.log and OUT/profile.txt; prints the table, then the profile of the model
+furthest below a target, and writes the table to OUT/table.md. A stage that did not run or failed shows as "—",
+with the reason below the table.
 """
 
 import json
@@ -18,22 +19,42 @@ MFU_TARGET = {"gpt": 0.45, "bert": 0.45}  # the other three: no MFU target, only
 RATIO_TARGET, DATA_TARGET = 1.3, 0.05
 
 
+def outcome(text):
+    """A log's last `rc=` line and its error (the exception of its last traceback, else its last `error:` line), as
+    one short reason; and whether the rc was 0."""
+    rc = re.findall(r"^rc=(.*)$", text, re.M)
+    error = re.findall(r"^error: .*$", text, re.M)
+    if "Traceback (most recent call last):" in text:
+        after = text.rsplit("Traceback (most recent call last):", 1)[1].splitlines()
+        error = [line for line in after if line.strip() and not line[0].isspace()][:1]
+    reason = f"rc={rc[-1] if rc else '?'}" + (f"; {error[-1][:160]}" if error else "")
+    return reason, bool(rc) and rc[-1].split()[0] == "0"
+
+
+def records(path):
+    """The JSON lines of a file; a line cut short by a killed run is left out."""
+    found = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return found
+
+
 def training_run(runs, script):
     """The steady state of the script's run: its last logged interval with a throughput, never the first of a
-    compiled run. Returns (record or None, why not)."""
-    log, metrics = runs / f"{script}.log", runs / script / "metrics.jsonl"
+    compiled run. Returns (record or None, what went wrong or "")."""
+    log = runs / f"{script}.log"
     if not log.exists():
         return None, "not run"
     text = log.read_text(errors="replace")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    timed = [r for r in rows if "tokens_per_s" in r]
-    rc = re.findall(r"^rc=(.*)$", text, re.M)
+    timed = [r for r in records(runs / script / "metrics.jsonl") if "tokens_per_s" in r]
+    reason, ok = outcome(text)
     if len(timed) < 1 + ("compiling the model" in text):  # a compiled run's first interval holds the compilation
-        error = re.findall(r"^(?:error: .*|\w*Error\b.*)$", text, re.M)
-        return None, f"rc={rc[-1] if rc else '?'}" + (f"; {error[-1][:160]}" if error else
-                                                      f"; {len(timed)} timed interval(s)")
+        return None, f"{reason}; {len(timed)} timed interval(s)"
     shape = re.search(r"^micro-batch: (.+)$", text, re.M)
-    return {**timed[-1], "shape": shape.group(1) if shape else "—"}, ""
+    return {**timed[-1], "shape": shape.group(1) if shape else "—"}, "" if ok else f"{reason} after its steady state"
 
 
 def fmt(value, kind):
@@ -73,9 +94,13 @@ def main(argv):
         print("usage: " + __doc__.strip().splitlines()[3].strip(), file=sys.stderr)
         return 2
     out, runs, scripts = Path(argv[0]), Path(argv[1]), argv[2:] or SCRIPTS
-    bench_path = out / "bench.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+    bench_path, bench_log = out / "bench.json", out / "bench.log"
+    try:
+        bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
+    except json.JSONDecodeError:
+        bench = {}
     bench_rows = {r["model"]: r for r in bench.get("results", [])}
+    bench_why = outcome(bench_log.read_text(errors="replace"))[0] if bench_log.exists() else "not run"
     head = ["script", "train batch × seq", "tok/s", "MFU", "data", "bench ours tok/s", "HF tok/s", "ours/HF",
             "bench ours MFU", "targets"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
@@ -86,9 +111,10 @@ def main(argv):
         if why:
             notes.append(f"{script}.py training: {why}")
         if b is None:
-            notes.append(f"{script}.py bench: {'not run' if not bench else 'not reached'}")
+            notes.append(f"{script}.py bench: {bench_why}")
         lines.append("| " + " | ".join([
-            f"{script}.py", run["shape"] if run else "—", fmt(run and run["tokens_per_s"], "int"), fmt(run and run.get("mfu"), "pct"),
+            f"{script}.py", run["shape"] if run else "—", fmt(run and run["tokens_per_s"], "int"),
+            fmt(run and run.get("mfu"), "pct"),
             fmt(run and run.get("data_frac"), "pct"), fmt(b and b["ours"]["tokens_per_s"], "int"),
             fmt(b and b["hf"]["tokens_per_s"], "int"), fmt(b and b["ratio"], "ratio"),
             fmt(b and b["ours"].get("mfu"), "pct"), verdict(script, run, b)]) + " |")
@@ -103,7 +129,8 @@ def main(argv):
         sections = re.split(r"^(?===)", profile.read_text(), flags=re.M)
         found = [s for s in sections if s.startswith(f"== {worst},")]
         if found:
-            print(f"\nThe furthest below a target ({worst}.py): its costliest operations in bench.py\n{found[0]}", end="")
+            print(f"\nThe furthest below a target ({worst}.py): its costliest operations in bench.py\n{found[0]}",
+                  end="")
     return 0
 
 

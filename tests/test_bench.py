@@ -85,28 +85,38 @@ def test_gpu_check_runs_its_stages_and_prints_one_table(tmp_path):
 
 def test_gpu_table_names_each_missed_target_and_each_missing_stage(tmp_path, capsys):
     out, runs = tmp_path / "out", tmp_path / "runs"
+    steady = {"step": 200, "tokens_per_s": 500_000, "mfu": 0.5, "data_frac": 0.01}
     for script, rows, log in [
         ("gpt", [{"step": 100, "tokens_per_s": 1}, {"step": 200, "tokens_per_s": 400_000, "mfu": 0.40,
-                                                    "data_frac": 0.06}], "compiling the model\nrc=0"),
-        ("bert", [{"step": 100, "tokens_per_s": 1}, {"step": 200, "tokens_per_s": 600_000, "mfu": 0.46,
-                                                     "data_frac": 0.01}], "compiling the model\nrc=0"),
+                                                    "data_frac": 0.06}], "compiling the model\nrc=0 wall=50s"),
+        ("bert", [{"step": 100, "tokens_per_s": 1}, {**steady, "tokens_per_s": 600_000, "mfu": 0.46}],
+         "compiling the model\nrc=0 wall=50s"),
         ("roberta", [{"step": 100, "tokens_per_s": 1}], "compiling the model\nrc=124 wall=240s"),  # stopped
+        ("electra", [{"step": 100, "tokens_per_s": 1}, steady],  # failed after its steady state: numbers kept
+         "compiling the model\nTraceback (most recent call last):\n  File x\n"
+         "torch.OutOfMemoryError: CUDA out of memory.\nrc=1 wall=80s"),
     ]:
         (runs / script).mkdir(parents=True)
-        (runs / script / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        lines = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 210, "tok'  # a line cut short by a kill
+        (runs / script / "metrics.jsonl").write_text(lines)
         (runs / f"{script}.log").write_text(f"micro-batch: 64 × 512\n{log}\n")
     out.mkdir()
     bench_row = {"ours": {"tokens_per_s": 2, "mfu": 0.5}, "hf": {"tokens_per_s": 1, "mfu": 0.3}}
     (out / "bench.json").write_text(json.dumps({"results": [{"model": "gpt", **bench_row, "ratio": 1.2},
                                                             {"model": "bert", **bench_row, "ratio": 1.5}]}))
+    (out / "bench.log").write_text("Traceback (most recent call last):\n  File x\n    raise\n"
+                                   "torch._dynamo.exc.BackendCompilerFailed: boom\nrc=124\n")
     (out / "profile.txt").write_text("== gpt, ours: 32 x 512\nthe gpt table\n== bert, ours: 32 x 512\nthe bert table\n")
-    assert gpu_table.main([str(out), str(runs), "gpt", "bert", "roberta", "albert"]) == 0
+    assert gpu_table.main([str(out), str(runs), "gpt", "bert", "roberta", "albert", "electra"]) == 0
     table = (out / "table.md").read_text()
     misses = "MFU < 45%; data ≥ 5%; ours/HF < 1.3"
     assert f"| gpt.py | 64 × 512 | 400,000 | 40.0% | 6.0% | 2 | 1 | 1.20× | 50.0% | {misses} |" in table
     assert "| bert.py | 64 × 512 | 600,000 | 46.0% | 1.0% |" in table and table.count("| met |") == 1
     assert "- roberta.py training: rc=124 wall=240s; 1 timed interval(s)" in table  # its one interval: compilation
-    assert "- albert.py training: not run" in table and "- albert.py bench: not reached" in table
+    assert "- albert.py training: not run" in table
+    assert "- albert.py bench: rc=124; torch._dynamo.exc.BackendCompilerFailed: boom" in table
+    assert "| electra.py | 64 × 512 | 500,000 | 50.0% | 1.0% |" in table
+    assert "- electra.py training: rc=1 wall=80s; torch.OutOfMemoryError: CUDA out of memory. after its" in table
     printed = capsys.readouterr().out
     assert printed.startswith(table) and "(gpt.py)" in printed and "the gpt table" in printed  # the worst's profile
     assert "the bert table" not in printed
