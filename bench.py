@@ -227,12 +227,11 @@ def main(argv=None):
     if args.size not in sizes:
         fail(f"--size {args.size!r} is unknown; choose one of {', '.join(sorted(sizes))}")
     out = Path(args.json)
-    for flag, path in (("--json", out), ("--profile", args.profile and Path(args.profile))):
+    for flag, path in [(f, Path(given)) for f, given in (("--json", args.json), ("--profile", args.profile)) if given]:
         try:  # checked before the benchmark, not after it
-            if path:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if path.is_dir():
-                    raise IsADirectoryError(21, "a folder")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                raise IsADirectoryError(21, "a folder")
         except OSError as e:
             fail(f"{flag} {path}: cannot write a file there ({e.strerror})")
     if args.profile:

@@ -217,11 +217,6 @@ def flops_per_token(model, cfg):
     return 6 * weights + 12 * cfg.layers * (cfg.hidden + cfg.gen_hidden) * T
 
 
-def numel(*modules):
-    """How many parameters these modules hold."""
-    return sum(p.numel() for m in modules for p in m.parameters())
-
-
 # --- objective ---
 
 
@@ -1315,6 +1310,11 @@ def process_alive(pid):
     return True
 
 
+def numel(*modules):
+    """How many parameters these modules hold."""
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
 def peak_flops(device):
     """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
     if device.type != "cuda":
@@ -1329,8 +1329,9 @@ def overrides(args):
     for name, value in given.items():
         if value is not None and not (value > 0 and math.isfinite(value)):  # nan fails both
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.seed < 0:
-        raise UserError(f"--seed must be 0 or more, got {args.seed}")
+    for name in ("seed", "prefetch"):
+        if (getattr(args, name) or 0) < 0:
+            raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -1408,8 +1409,6 @@ def train(args):
     # a resumed run keeps its own config; the command line may still extend --steps or change the batch
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
     keep = kept_steps(args.keep)
-    if args.prefetch is not None and args.prefetch < 0:
-        raise UserError(f"--prefetch must be 0 or more, got {args.prefetch}")
     # --from-pretrained: the checkpoint's architecture with the preset's training settings
     pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
     cfg = pretrained.cfg if pretrained is not None else cfg

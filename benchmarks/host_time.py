@@ -25,41 +25,43 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ["gpt", "bert", "roberta", "albert", "electra"]
 
 
-def host_time(name, size, repeats=20):
-    """Median seconds of get_batch for the preset's micro-batch, the batch's shapes, the FLOPs of a step, and a
-    function that measures the loop's wait for prefetched batches."""
+def prepared(name, size):
+    """The script's module, its preset and its training split, prepared once in runs/host_time/SCRIPT."""
     module = importlib.import_module(name)
-    out = ROOT / "runs" / "host_time" / name
-    with contextlib.redirect_stdout(io.StringIO()):  # the preparation's progress lines
-        module.main(["--prepare-only", "--size", size, "--out", str(out)])
     cfg = module.PRESETS[size]
-    corpus = module.read_corpus(None)
-    data = module.load_data(corpus, module.get_tokenizer(out, corpus, cfg), out, cfg)["train"]
+    out = ROOT / "runs" / "host_time" / name
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()):  # the preparation's progress lines, the first time
+        corpus = module.read_corpus(None)
+        data = module.load_data(corpus, module.get_tokenizer(out, corpus, cfg), out, cfg)["train"]
+    return module, cfg, data
+
+
+def micro_batches(cfg, n):
+    return (i * cfg.batch_size + np.arange(cfg.batch_size) for i in range(n))
+
+
+def build_time(module, cfg, data, repeats=20):
+    """Median seconds of get_batch for the preset's micro-batch, and the batch's shape."""
     times = []
-    for i in range(repeats):
-        ids = i * cfg.batch_size + np.arange(cfg.batch_size)
+    for ids in micro_batches(cfg, repeats):
         t0 = time.perf_counter()
         batch = module.get_batch(data, ids, 0, cfg)
         times.append(time.perf_counter() - t0)
-    with torch.device("meta"):  # the parameter count only
-        model = module.Model(cfg)
-    flops = module.flops_per_token(model, cfg) * cfg.batch_size * cfg.seq_len
+    return statistics.median(times), batch["input_ids"].shape
 
-    def wait(ahead, step_seconds, batches=30):
-        """Median seconds the loop waits in next() while a thread builds up to `ahead` batches and each step
-        sleeps."""
-        ids = (i * cfg.batch_size + np.arange(cfg.batch_size) for i in range(batches + 1))
-        loader = module.training_batches(data, ids, 0, cfg, ahead, torch.device("cpu"))
-        next(loader)  # the thread's start
-        waits = []
-        for _ in range(batches):
-            time.sleep(step_seconds)
-            t0 = time.perf_counter()
-            next(loader)
-            waits.append(time.perf_counter() - t0)
-        return statistics.median(waits)
 
-    return statistics.median(times), batch["input_ids"].shape, flops, wait
+def loop_wait(module, cfg, data, ahead, step_seconds, batches=30):
+    """Median seconds the loop waits in next() while a thread builds up to `ahead` batches and each step sleeps."""
+    loader = module.training_batches(data, micro_batches(cfg, batches + 1), 0, cfg, ahead, torch.device("cpu"))
+    next(loader)  # the thread's start
+    waits = []
+    for _ in range(batches):
+        time.sleep(step_seconds)
+        t0 = time.perf_counter()
+        next(loader)
+        waits.append(time.perf_counter() - t0)
+    return statistics.median(waits)
 
 
 def main(argv=None):
@@ -81,9 +83,12 @@ def main(argv=None):
     print(f"| script | micro-batch | host ms | estimated GPU ms | host share in the loop | wait with "
           f"--prefetch {args.prefetch}, ms | share |\n|---|---|---:|---:|---:|---:|---:|")
     for name in args.scripts:
-        seconds, shape, flops, wait = host_time(name, args.size)
-        gpu = flops / (args.mfu * args.peak)
-        waited = wait(args.prefetch, gpu)
+        module, cfg, data = prepared(name, args.size)
+        seconds, shape = build_time(module, cfg, data)
+        with torch.device("meta"):  # the parameter count only
+            model = module.Model(cfg)
+        gpu = module.flops_per_token(model, cfg) * cfg.batch_size * cfg.seq_len / (args.mfu * args.peak)
+        waited = loop_wait(module, cfg, data, args.prefetch, gpu)
         print(f"| {name}.py | {shape[0]} × {shape[1]} | {seconds * 1e3:.2f} | {gpu * 1e3:.1f} | "
               f"{seconds / (seconds + gpu):.1%} | {waited * 1e3:.2f} | {waited / (waited + gpu):.1%} |", flush=True)
     return 0
