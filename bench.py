@@ -152,7 +152,7 @@ def bench_one(name, args, device, amp):
     fpt, peak = module.flops_per_token(ours, cfg), module.peak_flops(device)
     row["params"] = ours.num_params()
     row["hf_params"] = sum(p.numel() for p in theirs.parameters())  # equal when the configs match
-    runs = {"ours": (ours, lambda b: module.compute_loss(ours, b)[0], module.configure_optimizer(ours, cfg, device)),
+    runs = {"ours": (ours, lambda b: module.compute_loss(ours, b, cfg)[0], module.configure_optimizer(ours, cfg, device)),
             "hf": (theirs, their_loss, torch.optim.AdamW(theirs.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
                                                           fused=device.type == "cuda"))}

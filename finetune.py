@@ -553,7 +553,7 @@ def run(mod, args):
     # what the from-scratch runs depend on: the paper, the task's examples, the recipe, the shape, the tokenizer
     key = hashlib.sha256(json.dumps([args.paper, task["train"], task["dev"], dataclasses.asdict(recipe),
                                      dataclasses.asdict(pretrained.cfg), args.seeds,
-                                     mod.fingerprint(pretrained.tokenizer)]).encode()).hexdigest()[:16]
+                                     pretrained.tokenizer.to_str()]).encode()).hexdigest()[:16]
     rows = {"pretrained": run_seeds("pretrained", from_checkpoint)}
     cache = out / "scratch.json"
     if not args.no_baseline:

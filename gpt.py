@@ -6,26 +6,8 @@ GPT-1: the first paper of the five, and the template the others are diffs of.
 - Adam with linear warmup then cosine decay, decoupled weight decay 0.01 (§4.1).
 """
 
-import argparse
-import array
-import ast
-import atexit
-import contextlib
 import dataclasses
-import glob
-import hashlib
-import itertools
-import json
-import math
-import os
-import queue
 import re
-import shutil
-import socket
-import sys
-import sysconfig
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,10 +170,19 @@ def get_batch(data, ids, seed, cfg):
     return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets: the inputs shifted by one
 
 
-def compute_loss(model, batch):
+def compute_loss(model, batch, cfg):
     """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics to log."""
     _, loss = model(batch["input_ids"], batch["targets"])  # every position is a prediction: no mask, no padding
     return loss, {}
+
+
+def configure_optimizer(model, cfg, device):
+    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
 
 
 # --- tokenizer ---
@@ -323,29 +314,24 @@ def finetune_loss(clf, batch, recipe):
     return task_loss(logits, batch["labels"]) + recipe.lm_weight * lm, logits
 
 
+def finetune_groups(clf, recipe):
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
+    LayerNorm gains, one learning rate for every layer."""
+    params = [p for p in clf.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
+
+
 # --- demo ---
 
 
 def demo_arguments(p):
-    """--sample and its settings; a setting out of range is refused before any training or loading."""
-    def setting(flag, kind, ok, needed):
-        def parse(text):
-            try:
-                value = kind(text)
-            except ValueError:
-                value = None
-            if value is None or not ok(value):  # nan fails every comparison
-                raise UserError(f"{flag} must be {needed}, got {text}")
-            return value
-        return parse
-
     p.add_argument("--sample", dest="demo", default=None, metavar="PROMPT",
                    help="continue PROMPT with the trained or loaded model")
-    p.add_argument("--max-new-tokens", type=setting("--max-new-tokens", int, lambda v: v >= 1, "1 or more"),
-                   default=60, help="length of the continuation")
-    p.add_argument("--temperature", type=setting("--temperature", float, lambda v: 0 < v < math.inf, "positive"),
-                   default=0.8, help="sampling temperature")
-    p.add_argument("--top-k", type=setting("--top-k", int, lambda v: v >= 0, "0 (every token) or more"), default=40,
+    p.add_argument("--max-new-tokens", type=number("--max-new-tokens", int), default=60,
+                   help="length of the continuation")
+    p.add_argument("--temperature", type=number("--temperature", float), default=0.8, help="sampling temperature")
+    p.add_argument("--top-k", type=number("--top-k", int, zero=True), default=40,
                    help="sample among the k likeliest tokens (0: all)")
 
 
@@ -436,146 +422,91 @@ def export_classifier(clf, folder, labels, regression):
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
 
+import argparse
+import ast
+import atexit
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import itertools
+import json
+import math
+import os
+import queue
+import re
+import shutil
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import filelock
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
 
 class UserError(Exception):
-    """Bad input: reported as one line on stderr with a non-zero exit, never as a traceback."""
-
-
-def get_tokenizer(out, corpus, cfg):
-    """The run's tokenizer: trained once on the training documents (a sample of a large corpus), then read back from
-    the run folder."""
-    path = Path(out) / "tokenizer.json"
-    if path.exists():
-        return load_tokenizer(out)
-    # every k-th document: a tokenizer learns its vocabulary long before TOKENIZER_SAMPLE bytes of text
-    every = max(1, math.ceil((corpus.size or 0) / TOKENIZER_SAMPLE))
-    docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer, reading"))
-            if split == "train" and i % every == 0)
-    tokenizer = train_tokenizer(docs, cfg)  # bad input met while reading raises here, before anything is saved
-    tmp = path.with_suffix(".tmp")
-    tokenizer.save(str(tmp))
-    os.replace(tmp, path)
-    # read back, not the trained object: a unigram model's scores print differently before and after a save, and
-    # the checkpoint's fingerprint must match the tokenizer.json a resumed run will read
-    return load_tokenizer(out)
-
-
-TOKENIZER_SAMPLE = 100_000_000  # bytes of text the tokenizer trains on, at most (about)
-
-
-def split_sentences(text):
-    """Sentences of a line of prose: split after . ! ? followed by white space."""
-    return [s for s in SENTENCE_END.split(text.strip()) if s]
-
-
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def document(text):
-    """A document's sentences: each line of its text split into sentences."""
-    return [s for line in text.splitlines() for s in split_sentences(line)]
+    """Bad input: one line on stderr and exit status 2, never a traceback."""
 
 
 def default_corpus():
-    """The English prose every Python ships: the documentation topics and the standard library's docstrings.
-
-    One document per topic and per module; paragraphs are unwrapped and split into sentences.
-    """
+    """The English prose every Python ships: a document per documentation topic and per module's
+    docstrings, prose paragraphs only (no indented code, no >>> sessions), in a fixed order."""
     from pydoc_data.topics import topics
 
     texts = [topics[k] for k in sorted(topics)]
     for f in default_corpus_files():
         try:
-            tree = ast.parse(Path(f).read_text(encoding="utf-8"))
+            nodes = ast.walk(ast.parse(Path(f).read_text(encoding="utf-8")))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        nodes = (n for n in ast.walk(tree) if isinstance(n, kinds))
-        texts.append("\n\n".join(d for d in map(ast.get_docstring, nodes) if d))
-    docs = []
-    for text in texts:
-        # prose paragraphs only: no indented code, no >>> sessions, no underlines of headings
-        paragraphs = (" ".join(line.strip() for line in p.splitlines() if re.search(r"\w", line))
-                      for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>")))
-        doc = [s for p in paragraphs for s in split_sentences(p)]
-        if doc:
-            docs.append(doc)
-    return docs
+        texts.append("\n\n".join(filter(None, (ast.get_docstring(n) for n in nodes if isinstance(n, kinds)))))
+    paragraphs = ([" ".join(s.strip() for s in p.splitlines() if re.search(r"\w", s))
+                   for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>"))]
+                  for text in texts)
+    return [doc for doc in (document("\n".join(ps)) for ps in paragraphs) if doc]
 
 
 def default_corpus_files():
-    """The standard library's modules whose docstrings the default corpus reads (no tests, no IDLE)."""
     stdlib = sysconfig.get_paths()["stdlib"]
     files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    return [f for f in files
-            if not ("site-packages" in f or "test" in os.path.relpath(f, stdlib) or "idlelib" in f)]
+    return [f for f in files if not ("site-packages" in f or "idlelib" in f or "test" in f[len(stdlib):])]
+
+
+def document(text):
+    """A text's sentences: each line cut after every . ! or ? followed by white space."""
+    return [s for line in text.splitlines() for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s]
 
 
 class Corpus:
-    """A corpus read lazily: iterating it streams its documents (lists of sentences) again each time, holding one
-    document at a time. `key` names its content for the caches (for files: their paths, sizes and modification
-    times, so a warm start never reads them) and `size` is its length in bytes (None: not known)."""
+    """A corpus streamed anew each time: read() yields (document, bytes read so far). `key` names
+    the content for the caches without reading it (files: paths, sizes, modification times)."""
 
-    def __init__(self, spec, key, size, documents):
-        self.spec, self.key, self.size, self._documents = spec, key, size, documents
+    def __init__(self, spec, key, size, read):
+        self.spec, self.key, self.size, self.read = spec, key, size, read  # size: bytes, None: unknown
 
     def __iter__(self):
-        return self.documents()
-
-    def documents(self, phase=None):
-        """The documents in order; with `phase`, a progress line every 10 seconds ("phase: 35% of 200 MB ...")."""
-        progress = Progress(phase, self.size) if phase else None
-        count = 0
-        for doc, read in self._documents():  # read: the bytes read so far
-            count += 1
-            if progress:
-                progress.update(read)
-            yield doc
-        if progress:
-            progress.finish()
-        if not count:
-            raise UserError(f"--data: no text found in {self.spec}")
-
-
-class Progress:
-    """Progress of a long phase: at most one line every 10 seconds, with the rate and the time left."""
-
-    def __init__(self, phase, total=None, unit="MB", scale=1e6):
-        self.phase, self.total, self.unit, self.scale = phase, total, unit, scale
-        self.start = self.last = time.time()
-
-    def update(self, done):
-        now = time.time()
-        if now - self.last < 10:
-            return
-        self.last, rate = now, done / max(now - self.start, 1e-9)
-        line = f"{self.phase}: {done / self.scale:,.0f} {self.unit}"
-        if self.total:
-            line += (f" of {self.total / self.scale:,.0f} {self.unit} ({done / self.total:.0%}), "
-                     f"{rate / self.scale:,.1f} {self.unit}/s, eta {max(0, self.total - done) / max(rate, 1e-9):.0f}s")
-        print(line, flush=True)
-
-    def finish(self):
-        if self.last > self.start:  # a phase that printed progress says when it ends
-            print(f"{self.phase}: done in {time.time() - self.start:.0f}s", flush=True)
+        return (doc for doc, _ in self.read())
 
 
 def read_corpus(spec):
-    """The corpus of `spec`, checked and ready to stream: None for the default corpus; text files, folders or globs,
-    comma-separated (a blank line between documents, a sentence per line or several); `.jsonl` with a `text` field
-    per document; or `hf:NAME[:CONFIG]` through the `datasets` library (memory-mapped, read row by row)."""
+    """--data: None for the default corpus; text files, folders or globs, comma-separated (a blank
+    line between documents); .jsonl with a `text` per line; or hf:NAME[:CONFIG] (`datasets`)."""
     if spec is None:
-        stats = [(f, os.stat(f)) for f in default_corpus_files()]  # the key: Python's version and files, none read
-        key = [sys.version, [(f, s.st_size, s.st_mtime_ns) for f, s in stats]]
-
         docs = []
 
-        def default_documents():
-            docs[:] = docs or default_corpus()  # 1.5 MB: read once, then held
-            read = itertools.accumulate(sum(len(s) + 1 for s in d) for d in docs)
-            return zip(docs, read)
+        def read_default():
+            docs[:] = docs or default_corpus()  # 1.5 MB, parsed once
+            return zip(docs, itertools.accumulate(sum(len(s) + 1 for s in d) for d in docs))
 
-        return Corpus("the docs shipped with Python", key, None, default_documents)
+        key = [sys.version, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in default_corpus_files()]]
+        return Corpus("the docs shipped with Python", key, None, read_default)
     if spec.startswith("hf:"):
         try:
             import datasets
@@ -584,251 +515,227 @@ def read_corpus(spec):
         name, _, config = spec[3:].partition(":")
         try:
             rows = datasets.load_dataset(name, config or None, split="train")
-        except Exception as e:
+        except Exception as e:  # the hub, the network, a wrong name: the first line says which
             raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
-        size = getattr(getattr(rows, "data", None), "nbytes", None)  # an Arrow table's bytes, when it is one
 
-        def hf_documents():
-            read = 0
-            for row in rows:
-                read += len(row["text"])
-                doc = document(row["text"])
+        def read_rows():
+            for doc, done in zip(map(document, (r["text"] for r in rows)),
+                                 itertools.accumulate(len(r["text"]) for r in rows)):
                 if doc:
-                    yield doc, read
+                    yield doc, done
 
-        return Corpus(spec, [spec, getattr(rows, "_fingerprint", None)], size, hf_documents)
+        size = getattr(getattr(rows, "data", None), "nbytes", None)  # an Arrow table's bytes
+        return Corpus(spec, [spec, getattr(rows, "_fingerprint", None)], size, read_rows)
     files = []
-    for part in (part.strip() for part in spec.split(",")):
-        if not part:
-            continue  # "a.txt," is a.txt, never the current folder
-        p = Path(part)
-        matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part] if p.exists() else []
-        if not matches:
+    for part in filter(None, (part.strip() for part in spec.split(","))):  # "a.txt," is a.txt
+        found = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part]
+        if not found or not Path(found[0]).exists():
             raise UserError(f"--data: no such file, folder or glob: {part}")
-        for m in map(Path, matches):
-            files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+        for p in map(Path, found):
+            files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     stats = [f.stat() for f in files]
 
-    def file_documents():
-        read = 0
+    def read_files():
+        done = 0
         for f in files:
-            jsonl = f.suffix == ".jsonl"  # a document per line
             try:
                 with open(f, "rb") as lines:
-                    lines_of_doc = []
-                    for number, raw in enumerate(lines, 1):
-                        read += len(raw)
-                        line = raw.decode("utf-8")
-                        if jsonl:
-                            if line.strip():
-                                try:
-                                    lines_of_doc = [str(json.loads(line)["text"])]
-                                except (ValueError, KeyError, TypeError):
-                                    raise UserError(f"--data: {f}, line {number}: not a JSON object with a 'text' "
-                                                    "field") from None
-                        elif line.strip():  # a blank line ends a document
-                            lines_of_doc.append(line)
+                    text = []
+                    for number, raw in enumerate(itertools.chain(lines, [b""]), 1):  # b"": the end
+                        done, line = done + len(raw), raw.decode("utf-8")
+                        if line.strip() and f.suffix == ".jsonl":  # a document per line
+                            try:
+                                text = [str(json.loads(line)["text"])]
+                            except (ValueError, KeyError, TypeError):
+                                raise UserError(f"--data: {f}, line {number}: not a JSON object with a "
+                                                "'text' field") from None
+                        elif line.strip():
+                            text.append(line)
                             continue
-                        doc = document("".join(lines_of_doc))
-                        if doc:
-                            yield doc, read
-                        lines_of_doc = []
-                    doc = document("".join(lines_of_doc))  # the file's last
-                    if doc:
-                        yield doc, read
+                        if doc := document("".join(text)):  # a blank line ends a document
+                            yield doc, done
+                        text = []
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
 
     key = [(str(f.resolve()), s.st_size, s.st_mtime_ns) for f, s in zip(files, stats)]
-    return Corpus(spec, key, sum(s.st_size for s in stats), file_documents)
+    return Corpus(spec, key, sum(s.st_size for s in stats), read_files)
 
 
-VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB of text
+def progress(items, phase, total=None, unit="MB", scale=1e6):
+    """The items of (item, amount done) pairs; a line at most every 10 s says how far `phase` is."""
+    start = last = time.time()
+    for item, done in items:
+        if (now := time.time()) - last >= 10:
+            last, rate = now, done / max(now - start, 1e-9)
+            of = f" of {total / scale:,.0f} {unit} ({done / total:.0%})" if total else ""
+            eta = f", eta {max(0, total - done) / max(rate, 1e-9):.0f}s" if total else ""
+            print(f"{phase}: {done / scale:,.0f} {unit}{of}, {rate / scale:,.1f} {unit}/s{eta}", flush=True)
+        yield item
+    if last > start:
+        print(f"{phase}: done in {time.time() - start:.0f}s", flush=True)
 
 
-def split_documents(corpus, phase=None):
-    """(split, document) for each document of the corpus, in order: a fixed held-out split by document, every 20th
-    (the last one in a corpus of fewer) until validation holds VAL_BYTES of text; later documents all train.
-    (cache_tokens then drops the validation sentences that also occur in training.)"""
-    pending, held, count = None, 0, 0
-    for i, doc in enumerate(corpus.documents(phase)):
-        if pending is not None:
-            yield pending  # one document behind: the last one of a short corpus is validation
-        val = i % VAL_EVERY == VAL_EVERY - 1 and held < VAL_BYTES
+VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB
+
+
+def split_documents(corpus, phase="reading the corpus"):
+    """(split, document) in order: every 20th document (of fewer, the last) is held out until
+    validation holds VAL_BYTES of text."""
+    pending, held, n = None, 0, 0
+    for n, doc in enumerate(progress(corpus.read(), phase, corpus.size), 1):
+        if pending:
+            yield pending  # one document behind, so that the last of a short corpus can be held out
+        val = n % VAL_EVERY == 0 and held < VAL_BYTES
         held += sum(len(s) + 1 for s in doc) if val else 0
-        pending, count = ("val" if val else "train", doc), i + 1
-    if count < 2:
-        raise UserError("the corpus is a single document; separate documents with a blank line")
-    yield ("val", pending[1]) if count < VAL_EVERY else pending
+        pending = ("val" if val else "train", doc)
+    if n < 2:
+        raise UserError("the corpus is a single document; separate documents with a blank line" if n
+                        else f"--data: no text found in {corpus.spec}")
+    yield ("val", pending[1]) if n < VAL_EVERY else pending
 
 
-class RowWriter:
-    """Rows of `width` numbers (width None: single numbers) appended to a file in large blocks, so what is written
-    never has to fit in memory. `add` takes one row of Python numbers, `extend` a numpy array of rows."""
-
-    def __init__(self, path, dtype, width=None):
-        self.file, self.dtype, self.width = open(path, "wb"), np.dtype(dtype), width
-        self.buffer, self.count = array.array("q"), 0  # count: numbers written
-
-    def add(self, *row):
-        self.buffer.extend(row)
-        if len(self.buffer) >= 1 << 20:
-            self.flush()
-
-    def extend(self, rows):
-        self.flush()
-        rows = np.ascontiguousarray(rows, dtype=self.dtype)
-        self.file.write(rows.tobytes())
-        self.count += rows.size
-
-    def flush(self):
-        if self.buffer:
-            self.file.write(np.frombuffer(self.buffer, np.int64).astype(self.dtype).tobytes())
-            self.count += len(self.buffer)
-            self.buffer = array.array("q")
-
-    def close(self):
-        """The file's dtype and shape."""
-        self.flush()
-        self.file.close()
-        return self.dtype.str, [self.count // (self.width or 1)] + ([self.width] if self.width else [])
+def on_rank_0(path):
+    """Rank 0 makes what is missing; another rank stops, as what it made would not be rank 0's."""
+    if int(os.environ.get("RANK", 0)) > 0:
+        raise UserError(f"{path} is missing on this machine: share --out between machines, or copy a "
+                        "folder prepared with --prepare-only")
+    return True
 
 
-def disk_cache(folder, make, what):
-    """Arrays made once by `make(new_array)` (new_array(name, dtype, width=None) -> RowWriter), kept as files in
-    `folder` and memory-mapped by every later call; `what` says what making them does. The folder is made under
-    another name and renamed when complete: an interrupted build is redone, never half-read."""
-    folder = Path(folder)
-    if not (folder / "arrays.json").exists():
-        if int(os.environ.get("RANK", 0)) > 0:  # rank 0 prepares; another rank finding nothing reads another corpus
-            raise UserError(f"{folder} is missing on this machine: rank 0 prepared other data. Share --out and the "
-                            "corpus between machines (same paths and modification times), or copy both")
-        print(f"{what} into {folder}", flush=True)
-        tmp = folder.with_name(folder.name + ".tmp")
+@contextlib.contextmanager
+def written(path):
+    """A file written to a temporary name, renamed when complete; a failed write (a full disk) is
+    one error line, and what `path` held before is kept."""
+    tmp = Path(f"{path}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except Exception as e:  # torch, safetensors and tokenizers each raise their own kind
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path} ({str(e).strip().splitlines()[0]}); what was there is kept")
+
+
+def cached(path, key, blocks, what):
+    """Arrays made once, memory-mapped by later runs, in `path`-KEY. `blocks` yields {name: rows};
+    each name's rows are appended to a file of a temporary folder, renamed when complete, whose
+    arrays.json records every file's dtype and shape: a file of another size is made again."""
+    folder = Path(f"{path}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}")
+    try:
+        shapes = json.loads((folder / "arrays.json").read_text())
+        intact = all((folder / n).stat().st_size == np.dtype(d).itemsize * math.prod(s)
+                     for n, (d, s) in shapes.items())
+    except (OSError, ValueError):
+        intact = False
+    if not intact and on_rank_0(folder):
+        print(f"{what} into {folder}" + (" (its files were damaged)" if folder.exists() else ""), flush=True)
+        tmp, files, shapes = folder.with_name(folder.name + ".tmp"), {}, {}
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        writers = {}
-
-        def new_array(name, dtype, width=None):
-            writers[name] = RowWriter(tmp / name, dtype, width)
-            return writers[name]
-
-        make(new_array)
-        shapes = {name: writer.close() for name, writer in writers.items()}
+        with contextlib.ExitStack() as stack:
+            for name, rows in (item for block in blocks for item in block.items()):
+                if name not in files:
+                    files[name] = stack.enter_context(open(tmp / name, "wb"))
+                    shapes[name] = [np.asarray(rows).dtype.str, [0, *np.shape(rows)[1:]]]
+                files[name].write(np.ascontiguousarray(rows, dtype=shapes[name][0]).tobytes())
+                shapes[name][1][0] += len(rows)
         (tmp / "arrays.json").write_text(json.dumps(shapes))
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
-    shapes = json.loads((folder / "arrays.json").read_text())
-    return {name: np.memmap(folder / name, np.dtype(dtype), mode="r", shape=tuple(shape)) if np.prod(shape)
-            else np.zeros(shape, np.dtype(dtype)) for name, (dtype, shape) in shapes.items()}
-
-
-def cache_key(*parts):
-    """A short name for what `parts` (JSON) describe."""
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    return {n: np.memmap(folder / n, d, "r", shape=tuple(s)) if math.prod(s) else np.zeros(s, d)
+            for n, (d, s) in shapes.items()} | {"folder": folder}
 
 
 def cache_tokens(corpus, tokenizer, folder, eod_id=None):
-    """Tokenize once into numpy memmaps under `folder`, keyed by corpus + tokenizer; later runs just map them.
+    """Each split's `tokens` (eod_id, if given, after each document), `sentences` ((start, end) token
+    offsets) and `documents` ((first, last + 1) sentences). A document is encoded as one text, so its
+    ids are what the tokenizer gives it anywhere; a token belongs to the sentence its end falls in.
+    Memory holds one batch and the held-out documents, whose sentences that training has are dropped."""
+    dtype, count = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32, {"train": 0, "val": 0}
 
-    Per split: `tokens` (every sentence's ids, an optional end-of-document id after each document),
-    `sentences` (start, end) token offsets, and `documents` (first, last + 1) sentence indices.
-    A document is encoded as one text, its sentences joined by spaces, so its ids are exactly what the tokenizer
-    gives that text anywhere else (a sentence encoded alone would lose the space before its first word, which a
-    byte-level BPE keeps in the token); sentences are then found by the tokens' character offsets. Documents are
-    encoded in batches (the tokenizer's own threads) and written as they come: memory holds one batch, the
-    validation documents, and nothing else of the corpus. A validation sentence that also occurs in a training
-    document is dropped (documents may contain one another: the default corpus's `class` topic is part of its
-    `compound` topic), so validation never scores trained text.
-    """
-    folder = Path(folder) / cache_key(corpus.key, tokenizer.to_str(), eod_id)
-    dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32  # half the disk and page cache
+    def encode(split, docs, n=0):
+        ids, sentences, s = [], [], count[split]
+        for doc, enc in zip(docs, tokenizer.encode_batch([" ".join(d) for d in docs], add_special_tokens=False)):
+            starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # each sentence's first character
+            ends = np.array(enc.offsets, dtype=np.int64).reshape(-1, 2)[:, 1]
+            owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+            edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,)
+            ids += enc.ids + ([eod_id] if eod_id is not None else [])
+            sentences.append(np.stack([edges[:-1], edges[1:]], 1))
+            n += len(enc.ids) + (eod_id is not None)
+        ends = s + np.cumsum([len(d) for d in docs])
+        count[split] = int(ends[-1])
+        return {f"{split}.tokens": np.array(ids, dtype), f"{split}.sentences": np.concatenate(sentences),
+                f"{split}.documents": np.stack([np.concatenate([[s], ends[:-1]]), ends], 1)}
 
-    def make(new_array):
-        out = {split: (new_array(f"{split}.tokens", dtype), new_array(f"{split}.sentences", np.int64, 2),
-                       new_array(f"{split}.documents", np.int64, 2)) for split in ("train", "val")}
-        counts = {"train": [0, 0], "val": [0, 0]}  # tokens and sentences written
-        # each training sentence's hash, on disk: to find the validation sentences that occur in training
-        hashes = RowWriter(folder.with_name(folder.name + ".hashes"), np.int64)
-
-        def write(split, batch):  # encoded together, by the tokenizer's own threads
-            tokens, sentences, documents = out[split]
-            n, s = counts[split]
-            for doc, enc in zip(batch, tokenizer.encode_batch([" ".join(doc) for doc in batch],
-                                                              add_special_tokens=False)):
-                starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # each sentence's first character
-                # a token belongs to the last sentence that starts at or before its end offset, so the space before a
-                # sentence (alone, or leading a word as byte-level BPE's "Ġ") goes with that sentence
-                ends = np.array(enc.offsets, dtype=np.int64).reshape(-1, 2)[:, 1]
-                owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
-                edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,) token offsets
-                tokens.extend(enc.ids + ([eod_id] if eod_id is not None else []))
-                sentences.extend(np.stack([edges[:-1], edges[1:]], 1))
-                documents.add(s, s + len(doc))
-                n, s = n + len(enc.ids) + (eod_id is not None), s + len(doc)
-                if split == "train":
-                    hashes.extend([hash(t) for t in doc])
-            counts[split] = [n, s]
-
-        batch, chars, val = [], 0, []
-        for split, doc in split_documents(corpus, "tokenizing"):
-            if split == "val":
-                val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
-                continue
-            batch.append(doc)
-            chars += sum(map(len, doc))
-            if len(batch) == 256 or chars > 1 << 22:
-                write("train", batch)
-                batch, chars = [], 0
-        write("train", batch)
-        held = np.array(sorted({hash(s) for d in val for s in d}), dtype=np.int64)
-        hashes.close()
-        seen = set()  # the validation sentences that occur in training, found a block of hashes at a time
-        with open(hashes.file.name, "rb") as f:
-            while len(block := np.fromfile(f, np.int64, count=1 << 22)):
+    def blocks():
+        train, val, n = [], [], 0  # n: training tokens so far
+        with tempfile.TemporaryFile(dir=folder) as hashes:  # every training sentence's, on disk
+            for split, doc in itertools.chain(split_documents(corpus, "tokenizing"), [("end", None)]):
+                if split == "val":
+                    val.append(doc)  # VAL_BYTES at most
+                elif doc is not None:
+                    train.append(doc)
+                if train and (len(train) == 256 or split == "end"):
+                    hashes.write(np.array([hash(t) for d in train for t in d], np.int64).tobytes())
+                    block = encode("train", train, n)
+                    n, train = n + len(block["train.tokens"]), []
+                    yield block
+            held, seen = np.array(sorted({hash(t) for d in val for t in d}), np.int64), set()
+            hashes.seek(0)
+            while len(block := np.frombuffer(hashes.read(1 << 25), np.int64)):
                 seen.update(block[np.isin(block, held)].tolist())
-        os.remove(hashes.file.name)
-        val = [d for d in ([s for s in d if hash(s) not in seen] for d in val) if d]
+        val = [d for d in ([t for t in d if hash(t) not in seen] for d in val) if d]
         if not val:
-            raise UserError("no validation text: every held-out sentence also occurs in a training document")
-        for start in range(0, len(val), 256):
-            write("val", val[start:start + 256])
+            raise UserError("no validation text: every held-out sentence also occurs in training")
+        yield encode("val", val)
 
-    arrays = disk_cache(folder, make, "tokenizing the corpus")
-    return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")} | {"folder": folder}
-            for split in ("train", "val")}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    arrays = cached(Path(folder) / "tokens", [corpus.key, tokenizer.to_str(), eod_id], blocks(),
+                    "tokenizing the corpus")
+    return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")}
+            | {"folder": arrays["folder"]} for split in ("train", "val")}
+
+
+def get_tokenizer(out, corpus, cfg):
+    """The run's tokenizer.json, trained by the first run on the training documents (of a corpus
+    over 100 MB, every k-th: a vocabulary is learnt long before)."""
+    path = Path(out) / "tokenizer.json"
+    if not path.exists() and on_rank_0(path):
+        every = max(1, math.ceil((corpus.size or 0) / 100_000_000))
+        docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
+                if split == "train" and i % every == 0)
+        tokenizer = train_tokenizer(docs, cfg)  # an error in the corpus stops here, before a save
+        with written(path) as tmp:
+            tokenizer.save(str(tmp))
+    return load_tokenizer(out)  # read back: a unigram model's scores print differently after a save
 
 
 def uniform(seed, keys, n, stream):
-    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): the same key always
-    draws the same numbers, however the batch around it is made up, with no per-example generator to build."""
+    """(len(keys), n) numbers in [0, 1), a hash (splitmix64) of (seed, key, column, stream): a key
+    draws the same numbers however the batch around it is made up."""
     x = (np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
          + np.asarray(keys, dtype=np.uint64)[:, None] * np.uint64(0xD1B54A32D192ED03)
-         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7) + np.uint64(stream)
-         + np.uint64(0x9E3779B97F4A7C15))
+         + np.arange(n, dtype=np.uint64)[None, :] * np.uint64(0x8CB92BA72F3D8DD7)
+         + np.uint64(stream) + np.uint64(0x9E3779B97F4A7C15))
     for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
         x = (x ^ (x >> np.uint64(shift))) * np.uint64(mult)
     return ((x ^ (x >> np.uint64(31))) >> np.uint64(11)) / 2.0 ** 53  # (B, n)
 
 
 class HFConfig(dict):
-    """The values of a config.json; a key the file lacks is one clear error, not a KeyError."""
-
-    def __init__(self, path, values):
-        super().__init__(values)
-        self.path = path
-
-    def __missing__(self, key):
+    def __missing__(self, key):  # a key that config.json lacks: one clear error, not a KeyError
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
 
 
 def read_pretrained(path, model_type):
-    """(config dict, state dict) of a Hugging Face-format folder; one clear error for anything unreadable."""
+    """(config, state dict) of a Hugging Face-format folder; one clear error for what is unreadable."""
     path = Path(path)
     try:
-        hf = HFConfig(path, json.loads((path / "config.json").read_text()))
+        hf = HFConfig(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
-        raise UserError(f"--from-pretrained {path}: no readable config.json ({e.__class__.__name__})") from None
+        raise UserError(f"--from-pretrained {path}: no readable config.json ({type(e).__name__})") from None
+    hf.path = path
     if hf.get("model_type") != model_type:
         raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, "
                         f"this script loads {model_type!r}")
@@ -836,42 +743,36 @@ def read_pretrained(path, model_type):
         if (path / "model.safetensors").exists():
             from safetensors.torch import load_file
             sd = load_file(str(path / "model.safetensors"))
-        elif (path / "pytorch_model.bin").exists():
-            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
         else:
-            raise UserError(f"--from-pretrained {path}: no model.safetensors or pytorch_model.bin")
-    except UserError:
-        raise
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"--from-pretrained {path}: cannot read the weights ({e.__class__.__name__})") from None
+        raise UserError(f"--from-pretrained {path}: no readable model.safetensors or pytorch_model.bin "
+                        f"({type(e).__name__})") from None
     # older TensorFlow ports name LayerNorm's parameters gamma and beta
-    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
-          for k, v in sd.items()}
-    return hf, sd
+    return hf, {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+                for k, v in sd.items()}
 
 
 def load_weights(model, sd, path, optional=()):
-    """Copy `sd` into `model`; missing tensors whose names start with one of `optional` keep their fresh
-    initialisation and are listed in a warning, any other mismatch is an error."""
+    """Copy `sd` into `model`; missing tensors under `optional` prefixes keep their initialisation
+    (with a warning), any other mismatch is an error."""
     own = model.state_dict()
-    tensors = {k for k, _ in model.named_parameters()} | {k for k, _ in model.named_buffers()}  # a tied tensor once
-    missing = [k for k in tensors if k not in sd]
+    missing = [k for k, _ in itertools.chain(model.named_parameters(), model.named_buffers()) if k not in sd]
     unexpected = [k for k in sd if k not in own]
     wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if unexpected or wrong or any(not k.startswith(optional) for k in missing):
-        raise UserError(f"--from-pretrained {path}: weights do not match the config "
-                        f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
+        raise UserError(f"--from-pretrained {path}: weights do not match the config (missing "
+                        f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]})")
     model.load_state_dict(sd, strict=False)
     if missing:
-        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})  # modules, not every layer
-        print(f"warning: {path} has no {', '.join(parts)}: "
-              "freshly initialised", file=sys.stderr)
+        parts = sorted({".".join(k.rsplit(".", 1)[0].split(".")[:2]) for k in missing})
+        print(f"warning: {path} has no {', '.join(parts)}: freshly initialised", file=sys.stderr)
 
 
 def rename(sd, names, skip=()):
-    """A Hugging Face state dict under our names: the parts of each name replaced by `names` [(theirs, ours), ...]
-    in order, the tensors whose names start with one of `skip` left out, and separate query, key and value tensors
-    (renamed to attn.q, attn.k, attn.v) joined into the one attn.qkv matrix of common.Block."""
+    """A Hugging Face state dict under our names: the parts of each name replaced by `names`
+    [(theirs, ours), ...] in order, names starting with `skip` left out, and query, key and value
+    (renamed attn.q, attn.k, attn.v) joined into common.Block's one attn.qkv."""
     ours = {}
     for k, v in sd.items():
         if not k.startswith(skip):
@@ -886,13 +787,12 @@ def rename(sd, names, skip=()):
 
 
 def unrename(sd, names):
-    """Our state dict under Hugging Face names: `rename` undone, attn.qkv split into query, key and value. Where two
-    of their names map to one of ours (a tied bias), the later row of `names` gives the name."""
-    inverse = list(dict((new, old) for old, new in names).items())[::-1]  # ours -> theirs, the later row kept
+    """`rename` undone, attn.qkv split into q, k and v; where two of their names map to one of ours
+    (a tied bias), the later row of `names` names it."""
+    inverse = list(dict((new, old) for old, new in names).items())[::-1]
     theirs = {}
     for k, v in sd.items():
-        parts = zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]
-        for n, t in parts:
+        for n, t in zip("qkv", v.chunk(3)) if ".attn.qkv." in k else [(None, v)]:
             name = k.replace(".attn.qkv.", f".attn.{n}.") if n else k
             for new, old in inverse:
                 name = name.replace(new, old)
@@ -901,47 +801,39 @@ def unrename(sd, names):
 
 
 def write_pretrained(folder, sd, config, tokenizer):
-    """A Hugging Face-format folder: model.safetensors, config.json and the tokenizer."""
+    """A Hugging Face-format folder: model.safetensors, config.json and tokenizer.json."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(sd, str(folder / "model.safetensors"))
-    umask = os.umask(0)
+    umask = os.umask(0o22)
     os.umask(umask)
-    os.chmod(folder / "model.safetensors", 0o666 & ~umask)  # safetensors writes it for its owner only
-    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    with written(folder / "model.safetensors") as tmp:
+        save_file(sd, str(tmp))
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes it for its owner only
+    with written(folder / "config.json") as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
-        tokenizer.save(str(folder / "tokenizer.json"))
+        with written(folder / "tokenizer.json") as tmp:
+            tokenizer.save(str(tmp))
 
 
 def task_loss(logits, labels):
-    """A fine-tuning task's loss: cross-entropy over the classes, or squared error for a regression (float labels)."""
+    """A task's loss: cross-entropy over its classes, squared error for a regression (float labels)."""
     if labels.is_floating_point():
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
     return F.cross_entropy(logits.float(), labels)
 
 
-def finetune_groups(clf, recipe):
-    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
-    LayerNorm gains, one learning rate for every layer."""
-    params = [p for p in clf.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
-
-
 def label_config(labels, regression):
-    """The config.json entries of a Hugging Face sequence classifier: its labels, or one regression output."""
+    """config.json's entries for a Hugging Face sequence classifier: labels, or one regression output."""
     names = ["LABEL_0"] if regression else [str(label) for label in labels]
-    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
-            "label2id": {n: i for i, n in enumerate(names)},
-            "problem_type": "regression" if regression else "single_label_classification"}
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in
+            enumerate(names)}, "problem_type": "regression" if regression else "single_label_classification"}
 
 
 def setup_runtime(args):
     """Device (CUDA, then MPS, then CPU), autocast dtype, and DDP when launched by torchrun."""
-    ddp = "RANK" in os.environ
-    rank, local, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))
     name = args.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -949,35 +841,26 @@ def setup_runtime(args):
         raise UserError("--device cuda: no CUDA device is available")
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: no Apple GPU is available")
-    device = torch.device(f"cuda:{local}" if name == "cuda" else name)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if name == "cuda" else name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        # TF32 for the fp32 matmuls that autocast leaves (optimizer, loss): faster, and far more precise than bf16
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # what autocast leaves
     dtype = args.dtype
     if dtype == "auto":
         bf16 = device.type == "mps" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
         dtype = "fp32" if device.type == "cpu" else "bf16" if bf16 else "fp16"
-    if ddp:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous address
+    if ddp := "RANK" in os.environ:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
+        atexit.register(torch.distributed.destroy_process_group)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
     return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
-                              amp=torch.autocast(device.type, dtype=amp_dtype, enabled=dtype != "fp32"))
-
-
-def configure_optimizer(model, cfg, device):
-    """AdamW; weight decay on matrices and embeddings only, never on biases or LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type == "cuda")
+                              amp=torch.autocast(device.type, dtype=amp, enabled=amp is not None))
 
 
 def get_lr(step, cfg):
-    """Linear warmup from lr/warmup at step 0 to lr, then cosine or linear decay to 0 at the last step."""
-    if step < cfg.warmup:  # step + 1: even the first update moves the weights
+    """Linear warmup to lr (step 0 already moves the weights), then cosine or linear decay to 0."""
+    if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
@@ -985,17 +868,17 @@ def get_lr(step, cfg):
 
 @torch.no_grad()
 def evaluate(model, data, seed, cfg, rt):
-    """Mean validation loss and metrics over the first eval_examples examples of the split, with dropout off."""
+    """Mean loss and metrics over the first eval_examples validation examples, without dropout."""
     model.eval()
     totals = {}
-    # an objective that samples (ELECTRA) draws the same samples at every evaluation; training's draws are untouched
+    # an objective that samples (ELECTRA) draws the same each time, and training's stream is untouched
     with torch.random.fork_rng(devices=[rt.device.index] if rt.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, cfg.eval_examples, cfg.batch_size):
             ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
-            batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
             with rt.amp:
-                loss, metrics = compute_loss(model, batch)
+                loss, metrics = compute_loss(model, {k: v.to(rt.device) for k, v in
+                                                     get_batch(data["val"], ids, seed, cfg).items()}, cfg)
             for k, v in {"loss": loss, **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
     model.train()
@@ -1003,120 +886,45 @@ def evaluate(model, data, seed, cfg, rt):
 
 
 def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
-    tmp = Path(path).with_suffix(".tmp")  # same folder, so the rename below is atomic
-    try:
+    with written(path) as tmp:  # a kill or a full disk never leaves half a checkpoint
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write {path} ({e.strerror}); the previous checkpoint, if any, is kept") from None
 
 
 def load_checkpoint(path):
+    """A checkpoint of this script: its state, with the tokenizer it was trained with."""
     if not Path(path).exists():
         raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or --from-pretrained")
     try:  # weights_only: a checkpoint is data, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        why = (str(e).strip().splitlines() or [""])[0][:100]
-        raise UserError(f"cannot read checkpoint {path} ({e.__class__.__name__}: {why}); it is damaged or not a "
-                        "checkpoint") from None
-    if not isinstance(state, dict) or state.get("script") != Path(__file__).stem:
-        name = Path(__file__).stem
+        raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).strip()[:100]!r}); it is "
+                        "damaged or not a checkpoint") from None
+    if not isinstance(state, dict) or state.get("script") != (name := Path(__file__).stem):
         raise UserError(f"{path} is not {'an' if name[0] in 'aeiou' else 'a'} {name}.py checkpoint")
-    return state
+    return state | {"tokenizer": Tokenizer.from_str(state["tokenizer"])}
 
 
-def fingerprint(tokenizer):
-    """A short hash of a tokenizer: a checkpoint's token ids mean something only with the tokenizer it records."""
-    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()[:16]
-
-
-def take_lock(out):
-    """Own the run folder: `out/lock` holds this process's id and host; a second run on the folder stops, a lock
-    whose process is gone is taken over. Returns the lock's path; it is released when the run or the process ends."""
-    path, me = Path(out) / "lock", {"pid": os.getpid(), "host": socket.gethostname()}
-    if path.exists():
-        try:
-            holder = json.loads(path.read_text())
-            pid, host = int(holder["pid"]), str(holder["host"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pid, host = None, me["host"]  # unreadable: a run killed while writing it
-        alive = pid is not None and pid != me["pid"] and (host != me["host"] or process_alive(pid))
-        if alive:
-            raise UserError(f"--out {out} is in use by process {pid} on {host}; wait for it or choose another --out "
-                            f"(if that run is gone, delete {path})")
-        if pid is not None and pid != me["pid"]:
-            print(f"warning: taking over {path} from process {pid}, which has ended", file=sys.stderr)
-        path.unlink(missing_ok=True)
-    try:
-        with open(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644), "w") as f:  # one winner if two start
-            json.dump(me, f)
-    except FileExistsError:
-        raise UserError(f"--out {out} was just taken by another run; choose another --out") from None
-    atexit.register(release_lock, path)  # also after an error or Ctrl-C
-    return path
-
-
-def release_lock(path):
-    """Remove the run folder's lock if this process holds it."""
-    try:
-        if json.loads(Path(path).read_text()).get("pid") == os.getpid():
-            Path(path).unlink()
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def process_alive(pid):
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True
+def model_from_checkpoint(path):
+    state = load_checkpoint(path)
+    model = Model(Config(**state["config"]))
+    model.load_state_dict(state["model"])
+    model.tokenizer = state["tokenizer"]
+    return model
 
 
 def numel(*modules):
-    """How many parameters these modules hold."""
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
 def peak_flops(device):
     """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
 
 
-def overrides(args):
-    """The training settings given on the command line, validated before anything is written."""
-    given = {"steps": args.steps, "batch_size": args.batch_size, "grad_accum": args.grad_accum, "lr": args.lr}
-    for name, value in given.items():
-        if value is not None and not (value > 0 and math.isfinite(value)):  # nan fails both
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name in ("seed", "prefetch"):
-        if (getattr(args, name) or 0) < 0:
-            raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def kept_steps(spec):
-    """--keep: the steps whose checkpoints stay beside the latest one, as ckpt-STEP.pt."""
-    try:
-        steps = {int(s) for s in (spec or "").split(",") if s.strip()}
-    except ValueError:
-        raise UserError(f"--keep takes step numbers separated by commas, got {spec!r}") from None
-    if any(s <= 0 for s in steps):
-        raise UserError(f"--keep takes positive step numbers, got {spec!r}")
-    return steps
-
-
 def micro_batch_ids(step, seen, cfg, rank, world):
-    """The example ids of each micro-batch this process trains on, from `step` to the last step, in order. Micro-batch
-    `micro` of the step that starts after `seen` examples holds seen + (micro * world + rank) * B + 0..B-1: the same
-    global batch for any world size and accumulation, each process taking its own slice."""
+    """Each micro-batch's example ids for this process from `step` on: micro-batch m of the step after
+    `seen` examples holds seen + (m·W + rank)·B + 0..B-1, the same global batch for any W and A."""
     B, A = cfg.batch_size, cfg.grad_accum
     for _ in range(step, cfg.steps):
         for micro in range(A):
@@ -1125,14 +933,10 @@ def micro_batch_ids(step, seen, cfg, rank, world):
 
 
 def training_batches(data, ids, seed, cfg, ahead, device):
-    """The batches of `ids` in order, up to `ahead` of them built by a background thread while the loop trains (0:
-    each built when the loop asks), so that the GPU does not wait while the host masks and gathers; for a CUDA
-    `device`, in page-locked memory, for asynchronous copies to it."""
-    pin = device.type == "cuda"
-
+    """The batches of `ids` in order; `ahead` of them built by a thread while the loop trains (0: each
+    when asked), on CUDA in page-locked memory, for asynchronous copies."""
     def build(i):
-        batch = get_batch(data, i, seed, cfg)
-        return {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+        return {k: v.pin_memory() if device.type == "cuda" else v for k, v in get_batch(data, i, seed, cfg).items()}
 
     if not ahead:
         yield from map(build, ids)
@@ -1141,14 +945,12 @@ def training_batches(data, ids, seed, cfg, ahead, device):
 
     def work():
         try:
-            if pin:  # a new thread's device is GPU 0: page-locking there would open a context on it in every process
+            if device.type == "cuda":  # a new thread's device is GPU 0: pinning would open a context there
                 torch.cuda.set_device(device)
-            for i in ids:
-                if stop.is_set():
-                    return
+            for i in itertools.takewhile(lambda _: not stop.is_set(), ids):
                 made.put(build(i))
             made.put(None)  # the end
-        except BaseException as e:  # raised again in the loop, which stops the run with it
+        except BaseException as e:  # raised again in the loop
             made.put(e)
 
     threading.Thread(target=work, name="prefetch", daemon=True).start()
@@ -1157,7 +959,7 @@ def training_batches(data, ids, seed, cfg, ahead, device):
             if isinstance(batch, BaseException):
                 raise batch
             yield batch
-    finally:  # the loop is done or stopped: empty the queue, so the thread puts at most one more batch and ends
+    finally:  # the loop has stopped: empty the queue, so the thread puts at most one more and ends
         stop.set()
         while not made.empty():
             made.get_nowait()
@@ -1165,272 +967,254 @@ def training_batches(data, ids, seed, cfg, ahead, device):
 
 def train(args):
     """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
-    # 1. settings: the preset, or the resumed run's own config, with the command line's overrides
+    # Settings: the preset, or a resumed run's own config; numbers given on the command line win.
     if args.size not in PRESETS:
         raise UserError(f"--size {args.size!r} is unknown; choose one of {', '.join(PRESETS)}")
-    out = Path(args.out)
-    ckpt_path = out / "ckpt.pt"
-    state = load_checkpoint(ckpt_path) if args.resume else None
-    if state is None and ckpt_path.exists() and not args.prepare_only:  # never overwrite a run by accident
-        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-    # a resumed run keeps its own config; the command line may still extend --steps or change the batch
-    cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **overrides(args))
-    keep = kept_steps(args.keep)
-    # --from-pretrained: the checkpoint's architecture with the preset's training settings
-    pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and state is None else None
-    cfg = pretrained.cfg if pretrained is not None else cfg
-    rt = setup_runtime(args)  # the device is checked before the data work
-    # 2. the run folder, owned by this run alone
+    out, ckpt = Path(args.out), Path(args.out) / "ckpt.pt"
+    state = load_checkpoint(ckpt) if args.resume else None
+    if state is None and ckpt.exists() and not args.prepare_only:  # never overwrite a run by accident
+        raise UserError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
+    given = {k: v for k in ("steps", "batch_size", "grad_accum", "lr") if (v := getattr(args, k)) is not None}
+    cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **given)
+    pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and not state else None
+    cfg = cfg if pretrained is None else pretrained.cfg  # its architecture, our training settings
+    rt = setup_runtime(args)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {out}: cannot make the run folder ({e.strerror})") from None
     if not os.access(out, os.W_OK):
         raise UserError(f"--out {out}: the run folder is not writable")
-    if state is not None and not (out / "tokenizer.json").exists():  # a new tokenizer would change what ids mean
-        raise UserError(f"{out / 'tokenizer.json'} is missing: the checkpoint needs the tokenizer it was trained with")
-    lock = take_lock(out) if rt.master else None  # one run per folder
-    # 3. data: corpus, tokenizer (trained once, then read back) and the paper's training examples, cached in --out
-    corpus = read_corpus(args.data)  # its files are checked here, and streamed (never held) by the phases below
-    if rt.ddp and not rt.master:
-        torch.distributed.barrier()  # rank 0 writes the tokenizer and the caches; the others then map them
-    if not rt.master and not (out / "tokenizer.json").exists():  # a tokenizer of its own would give other ids
-        raise UserError(f"{out / 'tokenizer.json'} is missing on this machine: share --out between machines, or copy "
-                        "a folder prepared with --prepare-only")
-    if pretrained is not None and pretrained.tokenizer is not None and not (out / "tokenizer.json").exists():
-        pretrained.tokenizer.save(str(out / "tokenizer.json"))
-    if rt.master and not (out / "tokenizer.json").exists():
-        print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
-    tokenizer = get_tokenizer(out, corpus, cfg)
-    if state is not None and state.get("tokenizer") not in (None, fingerprint(tokenizer)):  # None: an older checkpoint
-        raise UserError(f"{out / 'tokenizer.json'} is not the tokenizer {ckpt_path} was trained with")
-    if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
-        raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but the tokenizer has "
-                        f"{tokenizer.get_vocab_size()} tokens and a sequence is {cfg.seq_len} long")
-    data = load_data(corpus, tokenizer, out, cfg)
-    if rt.ddp and rt.master:
-        torch.distributed.barrier()
-    if args.prepare_only:
-        if rt.master:
-            print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} training tokens, cached")
-            release_lock(lock)
-        if rt.ddp:
-            torch.distributed.destroy_process_group()
-        return None
+    with lock_folder(out) if rt.master else contextlib.nullcontext():
+        # Data: the tokenizer (the checkpoint's; else the folder's, the pretrained model's or a new one)
+        # and the paper's examples, cached in --out by rank 0 while the other ranks wait.
+        corpus = read_corpus(args.data)  # its files are checked here, then streamed, never held
+        if rt.ddp and not rt.master:
+            torch.distributed.barrier()
+        if getattr(pretrained, "tokenizer", None) is not None and not (out / "tokenizer.json").exists():
+            pretrained.tokenizer.save(str(out / "tokenizer.json"))
+        tokenizer = state["tokenizer"] if state else get_tokenizer(out, corpus, cfg)
+        if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
+            raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but "
+                            f"the tokenizer has {tokenizer.get_vocab_size()} tokens and a sequence is "
+                            f"{cfg.seq_len} long")
+        data = load_data(corpus, tokenizer, out, cfg)
+        if rt.ddp and rt.master:
+            torch.distributed.barrier()
+        if args.prepare_only:
+            print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} training tokens")
+            return None
 
-    # 4. model, optimiser and loss scaler, fresh or as the checkpoint left them
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = pretrained if pretrained is not None else Model(cfg)
-    model.tokenizer = tokenizer
-    step, seen = 0, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        step, seen = state["step"], state["seen"]
-    model.to(rt.device)
-    optimizer = configure_optimizer(model, cfg, rt.device)
-    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        if "cuda_rng" in state and rt.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"])
-    else:
+        # Model, optimiser and loss scaler: new, or as the checkpoint left them.
+        torch.manual_seed(args.seed)  # the same initial weights on every rank
+        raw = Model(cfg) if pretrained is None else pretrained  # its state_dict has no wrapper's prefixes
+        raw.tokenizer, step, seen = tokenizer, *((state["step"], state["seen"]) if state else (0, 0))
+        if state:
+            raw.load_state_dict(state["model"])
+        optimizer = configure_optimizer(raw.to(rt.device), cfg, rt.device)
+        scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
         torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
-    raw = model  # the plain module: its state_dict has no `_orig_mod.` or `module.` prefixes
-    if args.compile:
+        if state:
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"])
+            if "cuda_rng" in state and rt.device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"])
+        model = torch.compile(raw) if args.compile else raw
+        if rt.ddp:
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+
+        # Logging: metrics.jsonl (a resumed run forgets lines after its checkpoint), a line per interval.
+        log_path = out / "metrics.jsonl"
         if rt.master:
-            print("compiling the model: the first steps take a while", flush=True)
-        model = torch.compile(model)
-    if rt.ddp:
-        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+            lines = log_path.read_text().splitlines() if state and log_path.exists() else []
+            log_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
+            print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, {len(data['train']['tokens']):,} "
+                  f"training tokens, {rt.device} {rt.dtype}, {rt.world} process(es), step {step} of {cfg.steps}")
 
-    # 5. logging: metrics.jsonl and one line per log interval
-    metrics_path = out / "metrics.jsonl"
-    if rt.master:  # on resume, forget what was logged after the checkpoint
-        lines = metrics_path.read_text().splitlines() if state and metrics_path.exists() else []
-        metrics_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
-        print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, {len(data['train']['tokens']):,} training "
-              f"tokens, {rt.device} {rt.dtype}, {rt.world} process(es), step {step} of {cfg.steps}")
+        def log(record):
+            if rt.master:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}",
+                       "eta_s": "eta {:.0f}s"}
+                print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
 
-    def log(record):
-        if not rt.master:
-            return
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}",
-               "eta_s": "eta {:.0f}s"}
-        print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
+        # The loop: a step is A micro-batches on each of W processes, B sequences each; on a GPU a thread
+        # builds the batches ahead, and the next one is sent while the GPU computes.
+        B, A, W, cuda = cfg.batch_size, cfg.grad_accum, rt.world, rt.device.type == "cuda"
+        ahead = args.prefetch if args.prefetch is not None else 4 if cuda else 0
+        batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg,
+                                   ahead, rt.device)
 
-    # 6. the loop: a step is A micro-batches on each of W processes; on a GPU the batches are built ahead of it by
-    # a thread, and the next one is sent to the device while the GPU computes
-    B, A, W = cfg.batch_size, cfg.grad_accum, rt.world  # micro-batch, accumulation steps, processes
-    cuda = rt.device.type == "cuda"
-    ahead = args.prefetch if args.prefetch is not None else 4 if cuda else 0
-    batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg, ahead,
-                               rt.device)
+        def next_batch():
+            batch = next(batches, None)  # None after the run's last micro-batch
+            return batch and {k: v.to(rt.device, non_blocking=cuda) for k, v in batch.items()}
 
-    def next_batch():
-        batch = next(batches, None)  # None after the run's last micro-batch
-        return batch and {k: v.to(rt.device, non_blocking=cuda) for k, v in batch.items()}
+        peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
+        if step == 0:  # the loss before training; validation draws with a seed of its own
+            log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
+        batch, sums, data_time = next_batch(), {}, 0.0
+        t_log, step_log, t_start, step_start = time.time(), step, time.time(), step
+        while step < cfg.steps:
+            lr = get_lr(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            for micro in range(A):  # gradients add up; DDP all-reduces once, after the last micro-batch
+                with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():
+                    with rt.amp:
+                        loss, metrics = compute_loss(model, batch, cfg)
+                    scaler.scale(loss / A).backward()  # the mean over micro-batches: one batch of A·B
+                for k, v in {"loss": loss, **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float() / A
+                t0 = time.time()
+                batch = next_batch()  # the host's share of the step
+                data_time += time.time() - t0
+            scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
+            scaler.step(optimizer)  # with fp16, skipped when a gradient overflowed
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step, seen = step + 1, seen + A * W * B
 
-    tokens_per_step = B * A * W * cfg.seq_len
-    peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
-    if step == 0:  # the loss before training, for comparison; validation data has its own seed
-        log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
-    batch = next_batch()
-    sums, t_log, step_log, t_start, step_start, data_time = {}, time.time(), step, time.time(), step, 0.0
-    while step < cfg.steps:
-        lr = get_lr(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for micro in range(A):  # forward and backward of each micro-batch; gradients add up
-            with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():  # one all-reduce a step
-                with rt.amp:
-                    loss, metrics = compute_loss(model, batch)
-                scaler.scale(loss / A).backward()  # the mean over micro-batches, as one batch of A * B
-            for k, v in {"loss": loss, **metrics}.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float() / A
-            t0 = time.time()
-            batch = next_batch()  # the host's share of the step: waiting for the batch, sending it
-            data_time += time.time() - t0
-        # the update: clip, step, clear
-        scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
-        if cfg.clip > 0:  # 0 = no clipping
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.clip)
-        scaler.step(optimizer)  # with fp16, skips the step when a gradient overflowed
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step, seen = step + 1, seen + A * W * B
-
-        # log the means since the last line, evaluate, stop on a broken loss, save
-        record = {"step": step}
-        if step % cfg.log_interval == 0 or step == cfg.steps:
-            values = torch.stack(list(sums.values())) / (step - step_log)  # the only host sync of the loop
-            if rt.ddp:
-                torch.distributed.all_reduce(values)
-                values /= W
-            dt, now = time.time() - t_log, time.time()
-            record.update({k: float(v) for k, v in zip(sums, values)}, lr=lr,
-                          tokens_per_s=round((step - step_log) * tokens_per_step / dt))
-            if peak:
-                record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
-            eta = (now - t_start) / (step - step_start) * (cfg.steps - step)
-            record.update(data_frac=round(data_time / dt, 4), eta_s=eta)
-            sums, t_log, step_log, data_time = {}, now, step, 0.0
-        saving = step % cfg.eval_interval == 0 or step == cfg.steps or step in keep  # evaluate, then save
-        if saving:
-            record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
-        bad = [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]
-        if bad:  # stop before the checkpoint below can save a broken model
-            raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. "
-                            "Lower --lr, or train in --dtype bf16 or fp32 instead of fp16")
-        if len(record) > 1:
-            log(record)
-        if rt.master and saving:
-            snapshot = {
-                "script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "model": raw.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "step": step, "seen": seen,
-                "rng": torch.get_rng_state(), "tokenizer": fingerprint(tokenizer),
-                **({"cuda_rng": torch.cuda.get_rng_state()} if rt.device.type == "cuda" else {})}
-            if step in keep:  # a copy that later saves leave alone; written first, so a resume never skips it
-                save_checkpoint(out / f"ckpt-{step}.pt", snapshot)
-            save_checkpoint(ckpt_path, snapshot)
-    if rt.master:
-        print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt_path}")
-        release_lock(lock)
-    if rt.ddp:
-        torch.distributed.destroy_process_group()
-    return raw.eval()
+            # Log the means since the last line, evaluate, stop on a broken loss, save.
+            record = {"step": step}
+            if step % cfg.log_interval == 0 or step == cfg.steps:
+                values = torch.stack(list(sums.values())) / (step - step_log)  # the loop's one host sync
+                if rt.ddp:
+                    torch.distributed.all_reduce(values)
+                    values /= W
+                now = time.time()
+                record.update({k: float(v) for k, v in zip(sums, values)}, lr=lr,
+                              tokens_per_s=round((step - step_log) * B * A * W * cfg.seq_len / (now - t_log)))
+                if peak:
+                    record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
+                record.update(data_frac=round(data_time / (now - t_log), 4),
+                              eta_s=(now - t_start) / (step - step_start) * (cfg.steps - step))
+                sums, data_time, t_log, step_log = {}, 0.0, now, step
+            if saving := step % cfg.eval_interval == 0 or step == cfg.steps or step in args.keep:
+                record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
+            if bad := [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]:
+                raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. "
+                                "Lower --lr, or train in --dtype bf16 or fp32 instead of fp16")
+            if len(record) > 1:
+                log(record)
+            if rt.master and saving:
+                snapshot = {"script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "step": step,
+                            "seen": seen, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+                            "tokenizer": tokenizer.to_str(), **({"cuda_rng": torch.cuda.get_rng_state()}
+                                                                if cuda else {})}
+                if step in args.keep:  # a copy later saves leave alone, first, so a resume never skips it
+                    save_checkpoint(out / f"ckpt-{step}.pt", snapshot)
+                save_checkpoint(ckpt, snapshot)
+        if rt.master:
+            print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt}")
+        return raw.eval()
 
 
-def load_model(args):
-    """The model of --from-pretrained, else of the checkpoint in --out, with its tokenizer."""
-    if args.from_pretrained:
-        model = Model.from_pretrained(args.from_pretrained)
-        if model.tokenizer is None:
-            raise UserError(f"--from-pretrained {args.from_pretrained}: no tokenizer files")
-        return model.eval()
-    return model_from_checkpoint(Path(args.out) / "ckpt.pt").eval()
+def lock_folder(out):
+    """One run per folder: an OS lock on out/lock, released when the run ends or its process dies."""
+    try:
+        return filelock.FileLock(Path(out) / "lock", timeout=0).acquire()
+    except filelock.Timeout:
+        raise UserError(f"--out {out} is in use by another run; wait for it or choose another --out") from None
 
 
-def model_from_checkpoint(path):
-    """The model of a training checkpoint, with the tokenizer beside it (the one its fingerprint names)."""
-    state = load_checkpoint(path)
-    model = Model(Config(**state["config"]))
-    model.load_state_dict(state["model"])
-    model.tokenizer = load_tokenizer(Path(path).parent)
-    if model.tokenizer is None or state.get("tokenizer") not in (None, fingerprint(model.tokenizer)):
-        raise UserError(f"{Path(path).parent / 'tokenizer.json'} is missing or is not the tokenizer of the checkpoint")
-    return model
+def number(flag, kind, zero=False):
+    """An argparse type: a finite `kind` number above 0 (or from 0 on), else one error line."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+            raise UserError(f"{flag} must be {'0 or more' if zero else 'positive'}, got {text}")
+        return value
+    return parse
+
+
+def kept_steps(text):
+    """--keep: positive step numbers, comma-separated."""
+    try:
+        steps = {int(s) for s in text.split(",") if s.strip()}
+    except ValueError:
+        raise UserError(f"--keep takes step numbers separated by commas, got {text!r}") from None
+    if min(steps, default=1) <= 0:
+        raise UserError(f"--keep takes positive step numbers, got {text!r}")
+    return steps
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train", action="store_true", help="pretrain, then run the demo")
-    p.add_argument("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
-    p.add_argument("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
-                                                "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
-    p.add_argument("--out", default=f"runs/{Path(__file__).stem}",
-                   help="run folder: tokenizer, token cache, checkpoint, metrics")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="sequences per micro-batch per process (default: the preset's)")
-    p.add_argument("--grad-accum", type=int, default=None,
-                   help="micro-batches per optimiser step (default: the preset's)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="auto: CUDA, then MPS, then CPU")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--prefetch", type=int, default=None,
-                   help="training batches built ahead of the loop by a background thread (default: 4 on CUDA, else 0)")
-    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and sampling")
-    p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
-    p.add_argument("--keep", default=None, metavar="STEPS",
-                   help="also keep the checkpoints of these steps (comma-separated) as ckpt-STEP.pt in --out")
-    p.add_argument("--prepare-only", action="store_true",
-                   help="train the tokenizer and cache the training data in --out, then stop (once, before a run "
-                        "of many processes)")
-    p.add_argument("--export", default=None, metavar="DIR",
-                   help="write the trained (or loaded) model to DIR in the Hugging Face layout")
+    add, preset = p.add_argument, "(default: the preset's)"
+    add("--train", action="store_true", help="pretrain, then run the demo")
+    add("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
+    add("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
+        "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
+    add("--out", default=f"runs/{Path(__file__).stem}", help="run folder: tokenizer, caches, checkpoint, metrics")
+    add("--steps", type=number("--steps", int), default=None, help=f"optimiser steps {preset}")
+    add("--batch-size", type=number("--batch-size", int), default=None,
+        help=f"sequences per micro-batch per process {preset}")
+    add("--grad-accum", type=number("--grad-accum", int), default=None,
+        help=f"micro-batches per optimiser step {preset}")
+    add("--lr", type=number("--lr", float), default=None, help=f"peak learning rate {preset}")
+    add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+        help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add("--prefetch", type=number("--prefetch", int, zero=True), default=None,
+        help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")
+    add("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    add("--seed", type=number("--seed", int, zero=True), default=0, help="seed of weights, data and sampling")
+    add("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    add("--keep", type=kept_steps, default="", metavar="STEPS",
+        help="also keep the checkpoints of these steps (comma-separated) as ckpt-STEP.pt in --out")
+    add("--prepare-only", action="store_true",
+        help="train the tokenizer and cache the data in --out, then stop (before a run of many processes)")
+    add("--export", default=None, metavar="DIR", help="write the model to DIR in the Hugging Face layout")
+    demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     return p
 
 
 def run(main, argv):
-    """Run `main`; bad input ends with one line on stderr and exit status 2, never a traceback."""
+    """Run `main`; bad input, or a read or write that fails, ends in one line on stderr and exit 2."""
     try:
         return main(argv)
-    except UserError as e:
+    except (UserError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: checkpoints are written whole, so the last one is intact
+    except KeyboardInterrupt:  # checkpoints are written whole, so the last one is intact
         ckpt = Path(build_parser().parse_known_args(argv)[0].out) / "ckpt.pt"
-        print(f"interrupted: the last checkpoint is {ckpt}; continue with --resume --out {ckpt.parent}" if ckpt.exists()
-              else "interrupted before the first checkpoint was written", file=sys.stderr)
+        print(f"interrupted: the last checkpoint is {ckpt}; continue with --resume --out {ckpt.parent}"
+              if ckpt.exists() else "interrupted before the first checkpoint was written", file=sys.stderr)
         return 130
 
 
 def main(argv=None):
     p = build_parser()
-    demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     args = p.parse_args(argv)
-    if not args.train and args.demo is None and args.export is None and not args.prepare_only:
+    if not (args.train or args.prepare_only or args.demo is not None or args.export is not None):
         p.print_help()
         return 0
     if args.size is None:
         args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
-    model = train(args) if args.train or args.prepare_only else load_model(args)
+    if args.train or args.prepare_only:
+        model = train(args)
+    elif args.from_pretrained:
+        if (model := Model.from_pretrained(args.from_pretrained)).tokenizer is None:
+            raise UserError(f"--from-pretrained {args.from_pretrained}: no tokenizer files")
+    else:
+        model = model_from_checkpoint(Path(args.out) / "ckpt.pt")
     if int(os.environ.get("RANK", 0)) == 0 and model is not None:
         if args.export is not None:
-            export(model, args.export)
+            export(model.eval(), args.export)
             print(f"the model, in the Hugging Face layout: {args.export}")
         if args.train or args.demo is not None:
-            demo(model, args)
+            demo(model.eval(), args)
     return 0
 
 

@@ -27,6 +27,7 @@ export PYTHONUNBUFFERED=1
 rm -rf "$RUNS" && mkdir -p "$OUT" "$RUNS" || exit 2
 rm -f "$OUT"/{table.md,meta.txt,train.log,bench.json,bench.log,profile.txt}
 
+PYTHON=${PYTHON:-python}  # the interpreter to run everything with (tests pass their own)
 if [ -n "${GPU_CHECK_SMOKE:-}" ]; then
   DEVICE=cpu SIZE=tiny STEPS=4 BENCH=(--device cpu --size tiny --steps 2 --warmup 1)
   declare -A BATCH=([gpt]="8 × 128" [bert]="8 × 128" [roberta]="8 × 128" [albert]="8 × 128" [electra]="8 × 32")
@@ -38,7 +39,7 @@ else
                     [electra]="64 × 512")
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$OUT/meta.txt"
 fi
-python -c "import sys, torch; print('torch', torch.__version__, '· Python', sys.version.split()[0], end=' · ')" \
+"$PYTHON" -c "import sys, torch; print('torch', torch.__version__, '· Python', sys.version.split()[0], end=' · ')" \
   >> "$OUT/meta.txt"
 date +%F >> "$OUT/meta.txt"
 
@@ -48,12 +49,12 @@ left() {  # seconds before the deadline, less a reserve for the table
 
 # 1. the data, in parallel on the CPUs; the CUDA tests meanwhile
 for s in "${SCRIPTS[@]}"; do
-  [[ $STAGES == *" train "* ]] && timeout "$(left)" python "$s.py" --prepare-only --size "$SIZE" --out "$RUNS/$s" \
+  [[ $STAGES == *" train "* ]] && timeout "$(left)" "$PYTHON" "$s.py" --prepare-only --size "$SIZE" --out "$RUNS/$s" \
     > "$RUNS/$s.log" 2>&1 &
 done
 if [ "$DEVICE" = cuda ] && [[ $STAGES == *" pytest "* ]]; then
   budget=$(left)
-  timeout "$(( budget < 150 ? budget : 150 ))" python -m pytest -q -m gpu tests > "$RUNS/pytest.log" 2>&1
+  timeout "$(( budget < 150 ? budget : 150 ))" "$PYTHON" -m pytest -q -m gpu tests > "$RUNS/pytest.log" 2>&1
   echo "pytest -m gpu: rc=$? $(tail -1 "$RUNS/pytest.log")" | tee -a "$OUT/meta.txt"
 fi
 wait
@@ -72,7 +73,7 @@ for s in "${SCRIPTS[@]}"; do
   [ "$DEVICE" = cuda ] && extra+=(--compile)
   [ "$s" = gpt ] && extra+=(--max-new-tokens 2)
   t0=$(date +%s)
-  timeout "$(( budget < 240 ? budget : 240 ))" python "$s.py" --train --size "$SIZE" --device "$DEVICE" \
+  timeout "$(( budget < 240 ? budget : 240 ))" "$PYTHON" "$s.py" --train --size "$SIZE" --device "$DEVICE" \
     --out "$RUNS/$s" "${extra[@]}" >> "$log" 2>&1
   echo "rc=$? wall=$(( $(date +%s) - t0 ))s" >> "$log"
   echo "$s.py: $(grep -E '^ +[0-9]+ \|' "$log" | tail -1 | cut -c1-100) ($(tail -1 "$log"))"
@@ -84,7 +85,7 @@ if [[ $STAGES != *" bench "* ]]; then
   echo "rc=not asked for" > "$OUT/bench.log"
 elif [ "$budget" -ge 30 ]; then
   models=$(IFS=,; echo "${SCRIPTS[*]}")
-  timeout "$budget" python bench.py "${BENCH[@]}" --models "$models" --json "$OUT/bench.json" \
+  timeout "$budget" "$PYTHON" bench.py "${BENCH[@]}" --models "$models" --json "$OUT/bench.json" \
     --profile "$OUT/profile.txt" > "$OUT/bench.log" 2>&1
   echo "rc=$?" >> "$OUT/bench.log"
 else
@@ -95,4 +96,4 @@ fi
 for s in "${SCRIPTS[@]}"; do echo "===== $s.py"; cat "$RUNS/$s.log" 2> /dev/null; done > "$OUT/train.log"
 echo "$(( $(date +%s) - START )) s in all" >> "$OUT/meta.txt"
 echo
-python benchmarks/gpu_table.py "$OUT" "$RUNS" "${SCRIPTS[@]}"
+"$PYTHON" benchmarks/gpu_table.py "$OUT" "$RUNS" "${SCRIPTS[@]}"

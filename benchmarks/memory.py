@@ -33,7 +33,7 @@ def measure(script, size, batch=8, seq=128):
               "mlm_positions": positions, "mlm_labels": labels, "pair_labels": torch.zeros(batch, dtype=torch.long),
               "targets": ids,
               "content": torch.ones_like(ids, dtype=torch.bool), "uniform_tokens": labels}
-    loss, _ = mod.compute_loss(model, batch_)
+    loss, _ = mod.compute_loss(model, batch_, model.cfg)
     loss.backward()
     optimizer.step()
     tensors = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]

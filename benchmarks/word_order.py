@@ -68,7 +68,7 @@ def main(argv=None):
         cfg = module.Config(**state["config"])
         model = module.Model(cfg)
         model.load_state_dict(state["model"])
-        tokenizer = module.load_tokenizer(args.out)
+        tokenizer = state["tokenizer"]  # the one the run trained with
         split = module.load_data(module.read_corpus(args.data), tokenizer, args.out, cfg)["val"]
     except module.UserError as e:
         sys.exit(f"error: {e}")

@@ -1,5 +1,4 @@
 import difflib
-import functools
 import os
 import shutil
 import subprocess
@@ -85,8 +84,8 @@ def with_rows(module, split, T):
 def made_instances(module, split, cfg, special, folder, *rng):
     """module.make_instances(split, cfg, *rng, special) written under `folder` as load_data caches it, with its rows."""
     made = dict(split, pad_id=special["pad"], cls_id=special["cls"], sep_id=special["sep"])
-    make = functools.partial(module.make_instances, split, cfg, *rng, special)
-    made.update(module.disk_cache(folder, make, "making the training examples"))
+    instances = module.make_instances(split, cfg, *rng, special)
+    made.update(module.cached(folder, [], instances, "making the training examples"))
     return with_rows(module, made, cfg.seq_len)
 
 

@@ -69,7 +69,8 @@ import gpu_table  # noqa: E402
 def test_gpu_check_runs_its_stages_and_prints_one_table(tmp_path):
     """The whole GPU check on the CPU (GPU_CHECK_SMOKE: tiny size, a few steps): data, training run, bench.py with
     its profile, then the table with the run's throughput and data share and the bench row, and what comes back."""
-    env = {**os.environ, "GPU_CHECK_SMOKE": "1", "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs")}
+    env = {**os.environ, "GPU_CHECK_SMOKE": "1", "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"),
+           "PYTHON": sys.executable}  # the suite's interpreter, not whichever `python` PATH finds
     done = subprocess.run(["bash", ROOT / "benchmarks" / "gpu_check.sh", "bert"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -135,7 +136,7 @@ def test_every_models_loss_traces_into_one_graph(name):
     model = module.Model(cfg).train()
     batch = bench.make_batch(name, cfg, 2, torch.device("cpu"))
     torch._dynamo.reset()
-    explained = torch._dynamo.explain(lambda b: module.compute_loss(model, b)[0])(batch)
+    explained = torch._dynamo.explain(lambda b: module.compute_loss(model, b, cfg)[0])(batch)
     assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
     assert explained.graph_count == 1
 
@@ -158,7 +159,7 @@ def test_flops_per_token_are_the_models_own_matrix_products(name):
     model = module.Model(cfg).train()
     batch = bench.make_batch(name, cfg, 2, torch.device("cpu"))
     with FlopCounterMode(display=False) as counter:
-        module.compute_loss(model, batch)
+        module.compute_loss(model, batch, cfg)
     products = sum(f for op, f in counter.get_flop_counts()["Global"].items() if "mm" in str(op))
     attention = 12 * cfg.layers * (cfg.hidden + getattr(cfg, "gen_hidden", 0)) * cfg.seq_len
     measured = 3 * products / (2 * cfg.seq_len)

@@ -284,11 +284,11 @@ def test_nsp_loss_counts_both_classes(data):
     model = bert.Model(tiny())
     batch = bert.get_batch(split, np.arange(16), 0, tiny())
     assert set(batch["pair_labels"].tolist()) == {0, 1}
-    loss, m = bert.compute_loss(model, batch)
+    loss, m = bert.compute_loss(model, batch, tiny())
     loss.backward()
     assert model.nsp.weight.grad[0].abs().sum() > 0 and model.nsp.weight.grad[1].abs().sum() > 0
     flipped = dict(batch, pair_labels=1 - batch["pair_labels"])
-    assert not torch.isclose(bert.compute_loss(model, flipped)[1]["nsp_loss"], m["nsp_loss"])
+    assert not torch.isclose(bert.compute_loss(model, flipped, tiny())[1]["nsp_loss"], m["nsp_loss"])
     assert (m["mlm_loss"] + m["nsp_loss"]).item() == pytest.approx(loss.item())
 
 

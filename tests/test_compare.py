@@ -306,7 +306,7 @@ def test_the_models_do_the_matrix_products_the_counter_assumes():
         torch.manual_seed(0)
         model = mod.Model(cfg).train()
         with FlopCounterMode(display=False) as counter:
-            mod.compute_loss(model, batch)
+            mod.compute_loss(model, batch, cfg)
         counts = counter.get_flop_counts()["Global"]
         measured = sum(v for op, v in counts.items() if str(op) in ("aten.addmm", "aten.mm"))
         assert measured == expected[paper], paper

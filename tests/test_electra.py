@@ -130,7 +130,7 @@ def test_the_discriminator_loss_sends_no_gradient_into_the_generator(data):
     split = data[0]["train"]
     model = electra.Model(tiny())
     batch = electra.get_batch(split, np.arange(8), 0, tiny())
-    _, metrics = electra.compute_loss(model, batch)
+    _, metrics = electra.compute_loss(model, batch, tiny())
     metrics["rtd_loss"].backward()
     for name, p in model.named_parameters():
         if name.startswith(("generator.", "mlm.")) or name == "head.bias":
@@ -221,7 +221,7 @@ def test_examples_are_one_or_two_segments_of_one_document(tmp_path):
 def test_loss_is_generator_plus_fifty_times_discriminator(data):
     split = data[0]["train"]
     model = electra.Model(tiny())
-    loss, metrics = electra.compute_loss(model, electra.get_batch(split, np.arange(8), 0, tiny()))
+    loss, metrics = electra.compute_loss(model, electra.get_batch(split, np.arange(8), 0, tiny()), tiny())
     torch.testing.assert_close(loss, metrics["mlm_loss"] + 50 * metrics["rtd_loss"])
     assert tiny().disc_weight == 50.0
 
@@ -232,7 +232,7 @@ def test_tiny_run_learns_to_detect_replaced_content_tokens(corpus, tokenizer_fil
     monkeypatch.setitem(electra.PRESETS, "tiny", tiny(eval_interval=400, log_interval=50, eval_examples=256))
     shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
     args = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus),
-            "--steps", "400"]
+            "--steps", "400", "--export", str(tmp_path)]
     assert electra.run(electra.main, args) == 0
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     first, last = rows[0], rows[-1]
@@ -245,12 +245,12 @@ def test_tiny_run_learns_to_detect_replaced_content_tokens(corpus, tokenizer_fil
     out = capsys.readouterr().out
     assert "ROC AUC, content tokens" in out and "uniform random" in out  # the end-of-run report
     assert "return the value of the list , or none if the if is empty ." in out
-    # the discriminator is exported in the Hugging Face layout: transformers reads it, and gives the same logits
+    # --export writes the discriminator in the Hugging Face layout: transformers reads it, and gives the same logits
     mode = (tmp_path / "discriminator" / "model.safetensors").stat().st_mode & 0o777
     assert mode == (tmp_path / "discriminator" / "config.json").stat().st_mode & 0o777  # as any file it writes
     hf, info = ElectraForPreTraining.from_pretrained(tmp_path / "discriminator", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
-    ours = electra.load_model(electra.build_parser().parse_args(["--out", str(tmp_path)]))
+    ours = electra.model_from_checkpoint(tmp_path / "ckpt.pt").eval()
     ids = torch.tensor([[2, 50, 60, 70, 3]])
     with torch.no_grad():
         torch.testing.assert_close(ours.detect(ids), hf.eval()(ids).logits, atol=1e-5, rtol=0)

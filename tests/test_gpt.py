@@ -5,7 +5,6 @@ import importlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -277,8 +276,8 @@ def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypat
     real = gpt.compute_loss
     calls = []
 
-    def poisoned(model, batch):
-        loss, m = real(model, batch)
+    def poisoned(model, batch, cfg):
+        loss, m = real(model, batch, cfg)
         calls.append(model.training)
         return (loss * float("nan") if sum(calls) >= 3 else loss), m  # from the third training step on
 
@@ -472,38 +471,45 @@ def test_empty_items_of_data_are_ignored(tmp_path):
     assert list(gpt.read_corpus(f"{tmp_path / 'a.txt'},")) == [["One sentence.", "Two."], ["Another document."]]
 
 
-def test_a_run_folder_is_owned_by_one_run(tmp_path, capsys):
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def test_a_run_folder_is_owned_by_one_run(tmp_path):
+    """The OS lock on out/lock: held by a live process, the folder is refused; once that process is gone (killed,
+    with no chance to clean up), it is free again, with nothing to delete."""
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; lock = filelock.FileLock(sys.argv[1]);"
+                               " lock.acquire(); print('held', flush=True); time.sleep(60)", str(tmp_path / "lock")],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / "lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
-        with pytest.raises(gpt.UserError, match=f"in use by process {other.pid}"):
-            gpt.take_lock(tmp_path)
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(gpt.UserError, match="is in use by another run"):
+            gpt.lock_folder(tmp_path)
     finally:
-        other.kill()
-        other.wait()
-    lock = gpt.take_lock(tmp_path)  # its process is gone: taken over, with a warning
-    assert "taking over" in capsys.readouterr().err
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
-    gpt.release_lock(lock)
-    assert not lock.exists()
+        holder.kill()
+        holder.wait()
+    with gpt.lock_folder(tmp_path):  # its process is gone: the OS released the lock
+        pass
 
 
 def test_the_tokenizer_belongs_to_the_checkpoint(corpus, gpt_tokenizer, tmp_path, capsys):
-    """A resumed run or a demo never trains or takes another tokenizer: the checkpoint records its fingerprint."""
+    """A resumed run or a demo never trains or takes another tokenizer: the checkpoint holds its own, and the run
+    folder's tokenizer.json is only an export of it."""
     shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
     argv = ["--train", "--size", "tiny", "--device", "cpu", "--out", str(tmp_path), "--data", str(corpus),
             "--steps", "1"]
     gpt.train(gpt.build_parser().parse_args(argv))
-    assert not (tmp_path / "lock").exists()  # released at the end of the run
-    resume = [*argv[:-1], "2", "--resume"]
+    with gpt.lock_folder(tmp_path):  # released at the end of the run
+        pass
+    own = gpt.load_checkpoint(tmp_path / "ckpt.pt")["tokenizer"]
+    assert own.to_str() == gpt.load_tokenizer(tmp_path).to_str()
     other = gpt.train_tokenizer([["a completely different corpus ."], ["with two documents ."]], gpt.PRESETS["tiny"])
     other.save(str(tmp_path / "tokenizer.json"))
-    demo = ["--out", str(tmp_path), "--sample", "the"]
-    for args, message in ((resume, "is not the tokenizer"), (demo, "is not the")):
-        assert gpt.run(gpt.main, args) == 2 and message in capsys.readouterr().err
+    resume = [*argv[:-1], "2", "--resume"]
+    model = gpt.train(gpt.build_parser().parse_args(resume))
+    assert model.tokenizer.to_str() == own.to_str()  # the checkpoint's, not the file's
+    assert gpt.model_from_checkpoint(tmp_path / "ckpt.pt").tokenizer.to_str() == own.to_str()
     (tmp_path / "tokenizer.json").unlink()
-    assert gpt.run(gpt.main, resume) == 2 and "tokenizer.json is missing" in capsys.readouterr().err
+    assert gpt.run(gpt.main, ["--out", str(tmp_path), "--sample", "the"]) == 0
+    assert gpt.run(gpt.main, [*resume[:-2], "3", "--resume"]) == 0
     assert not (tmp_path / "tokenizer.json").exists()  # nothing retrained
+    assert gpt.load_checkpoint(tmp_path / "ckpt.pt")["tokenizer"].to_str() == own.to_str()
 
 
 def test_a_config_json_without_a_key_and_a_corrupt_tokenizer_are_clear_errors(tmp_path, capsys):
@@ -527,20 +533,41 @@ def test_sampling_flags_out_of_range_are_refused_before_loading(flag, tmp_path, 
     assert f"got {flag[1]}" in err
 
 
-def test_a_bad_jsonl_line_is_named_and_a_failed_save_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def test_a_bad_jsonl_line_is_named(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "One document."}\n\n{"txt": "no text field"}\n')
     with pytest.raises(gpt.UserError, match="d.jsonl, line 3: not a JSON object with a 'text' field"):
         list(gpt.read_corpus(str(tmp_path / "d.jsonl")))
-    gpt.save_checkpoint(tmp_path / "ckpt.pt", {"step": 1})
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(gpt.UserError, match="No space left on device.*previous checkpoint, if any, is kept"):
-        gpt.save_checkpoint(tmp_path / "ckpt.pt", {"step": 2})
-    monkeypatch.undo()
-    assert torch.load(tmp_path / "ckpt.pt")["step"] == 1
+def limited(limit, *argv):
+    """gpt.py run in a child process that may write no file beyond `limit` bytes (RLIMIT_FSIZE): a disk that is
+    full for large files. The write then really fails, with the error each library raises for it."""
+    code = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    return run_script("-c", code, ROOT / "gpt.py", *argv)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="RLIMIT_FSIZE as on Linux")
+def test_a_write_that_fails_is_one_line_and_keeps_the_last_checkpoint(corpus, gpt_tokenizer, tmp_path):
+    shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
+    argv = ["--train", "--size", "tiny", "--device", "cpu", "--out", tmp_path, "--data", corpus,
+            "--max-new-tokens", "1"]
+    assert run_script(ROOT / "gpt.py", *argv, "--steps", "1").returncode == 0
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    for what, limit, extra in (("checkpoint", 1 << 20, ["--steps", "2", "--resume"]),  # the checkpoint: ~16 MB
+                               ("export", 1 << 20, ["--steps", "2", "--resume", "--export", tmp_path / "hf"])):
+        done = limited(limit, *argv, *extra)
+        assert done.returncode == 2, (what, done.stderr[-2000:])
+        assert done.stderr.startswith("error: cannot write ") and done.stderr.count("\n") == 1, done.stderr
+        assert "Traceback" not in done.stderr  # torch's own words for it are "[enforce fail at ...]"
+        assert (tmp_path / "ckpt.pt").read_bytes() == before  # the previous checkpoint, intact
+        assert not list(tmp_path.glob("*.tmp"))
+    shutil.rmtree(tmp_path / "cache")
+    done = limited(4096, *argv, "--steps", "2", "--resume")  # the token cache's files
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "File too large" in done.stderr and (tmp_path / "ckpt.pt").read_bytes() == before
+    assert gpt.run(gpt.main, [*map(str, argv), "--steps", "2", "--resume"]) == 0  # a later run builds it whole
 
 
 @pytest.mark.parametrize("script", ["gpt", "bert", "roberta", "albert", "electra"])
@@ -587,8 +614,11 @@ def test_a_prepared_run_starts_without_reading_or_building_anything(script, corp
     assert "prepared" in capsys.readouterr().out
     assert (tmp_path / "tokenizer.json").exists() and not (tmp_path / "ckpt.pt").exists()
     for name in ("split_documents", "train_tokenizer", "make_instances")[:2 if script == "gpt" else 3]:
-        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("prepared data was made again"))
-    monkeypatch.setattr(module.RowWriter, "__init__", lambda *a, **k: pytest.fail("a cache was written again"))
+        # make_instances is a generator: it does its work only when the cache reads it
+        monkeypatch.setattr(module, name, lambda *a, **k: (pytest.fail("prepared data was made again") for _ in [0]))
+    real = module.cached
+    monkeypatch.setattr(module, "cached", lambda path, key, blocks, what: real(
+        path, key, (pytest.fail("a cache was written again") for _ in [0]), what))
     assert module.run(module.main, ["--train", "--steps", "1", *argv]) == 0
     assert (tmp_path / "ckpt.pt").exists()
 
@@ -618,37 +648,50 @@ def conftest_tokenizer(module, corpus, folder):
     return tokenizer_file(module, corpus, Path(folder) / "tok")
 
 
-def test_row_writer_and_disk_cache(tmp_path):
-    """Rows added one by one past the writer's block size, or in arrays, come back in order; an interrupted build
-    leaves nothing that a later call would read, and the later call builds again."""
-    def make(new_array, fail=False):
-        pairs, single = new_array("pairs", np.int64, 2), new_array("single", np.uint16)
-        new_array("none", np.int8, 3)  # written to, never
-        for i in range(700_000):  # 1.4 million numbers: more than one block of the writer's buffer
-            pairs.add(i, -i)
-        single.extend(np.arange(10))
-        single.add(65535)
+def test_cached_arrays(tmp_path):
+    """Rows given in blocks, one by one or many, come back in order, in the dtype of the first block; an interrupted
+    build leaves nothing that a later call would read, and the later call builds again."""
+    def blocks(fail=False):
+        for i in range(0, 700_000, 100_000):  # 1.4 million numbers in seven blocks
+            yield {"pairs": np.stack([np.arange(i, i + 100_000), -np.arange(i, i + 100_000)], 1),
+                   "none": np.zeros((0, 3), np.int8)}
+        yield {"single": np.arange(10, dtype=np.uint16)}
+        yield {"single": np.array([65535])}
         if fail:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        gpt.disk_cache(tmp_path / "c", lambda new_array: make(new_array, fail=True), "testing")
-    assert not (tmp_path / "c").exists()
-    arrays = gpt.disk_cache(tmp_path / "c", make, "testing")
+        gpt.cached(tmp_path / "c", ["k"], blocks(fail=True), "testing")
+    assert [p.suffix for p in tmp_path.iterdir()] == [".tmp"]  # only the temporary folder: nothing a call reads
+    arrays = gpt.cached(tmp_path / "c", ["k"], blocks(), "testing")
     assert arrays["pairs"].shape == (700_000, 2) and (arrays["pairs"][:, 0] == -arrays["pairs"][:, 1]).all()
     assert arrays["pairs"][-1].tolist() == [699_999, -699_999]
     assert arrays["single"].dtype == np.uint16 and arrays["single"].tolist() == [*range(10), 65535]
     assert arrays["none"].shape == (0, 3)
-    again = gpt.disk_cache(tmp_path / "c", lambda new_array: pytest.fail("built twice"), "testing")
+    again = gpt.cached(tmp_path / "c", ["k"], (pytest.fail("built twice") for _ in [0]), "testing")
     assert np.array_equal(again["pairs"], arrays["pairs"])
+
+
+def test_a_damaged_cache_is_made_again(corpus, gpt_tokenizer, tmp_path, capsys):
+    """A cache file cut short on disk (a copy interrupted, a disk error) is found by the sizes its build recorded:
+    the next run makes the cache again, with the same arrays, instead of failing to map it."""
+    shutil.copy(gpt_tokenizer, tmp_path / "tokenizer.json")
+    tok, cfg = gpt.load_tokenizer(tmp_path), tiny()
+    first = {k: np.array(v) for k, v in gpt.load_data(gpt.read_corpus(str(corpus)), tok, tmp_path, cfg)["train"].items()
+             if k != "folder"}
+    [tokens] = (tmp_path / "cache").glob("tokens-*/train.tokens")
+    with open(tokens, "r+b") as f:
+        f.truncate(tokens.stat().st_size // 2)
+    capsys.readouterr()
+    again = gpt.load_data(gpt.read_corpus(str(corpus)), tok, tmp_path, cfg)["train"]
+    assert "its files were damaged" in capsys.readouterr().out
+    assert all(np.array_equal(again[k], v) for k, v in first.items())
 
 
 def test_progress_lines_say_how_far_and_how_long(monkeypatch, capsys):
     clock = iter(range(0, 1000, 11))  # 11 seconds pass between calls
     monkeypatch.setattr(gpt.time, "time", lambda: next(clock))
-    progress = gpt.Progress("tokenizing", 200e6)
-    progress.update(50e6)
-    progress.finish()
+    assert list(gpt.progress([("a", 50e6)], "tokenizing", 200e6)) == ["a"]
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("tokenizing: 50 MB of 200 MB (25%), 4.5 MB/s, eta 33s")
     assert lines[1] == "tokenizing: done in 22s"
@@ -684,5 +727,7 @@ def test_a_rank_other_than_0_never_prepares(tmp_path, monkeypatch):
     (or a tokenizer) of its own, which would not be rank 0's."""
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(gpt.UserError, match="missing on this machine"):
-        gpt.disk_cache(tmp_path / "c", lambda new_array: pytest.fail("built on rank 1"), "testing")
-    assert not (tmp_path / "c").exists()
+        gpt.cached(tmp_path / "c", [], (pytest.fail("built on rank 1") for _ in [0]), "testing")
+    with pytest.raises(gpt.UserError, match="missing on this machine"):
+        TRAIN_TOKENIZER(tmp_path, None, tiny())
+    assert not list(tmp_path.iterdir())
