@@ -69,7 +69,7 @@ def _sized(layers, hidden, **kw):
 
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform for a long time (README)
+    # at 0.02 so narrow a model's attention stays uniform for a long time (docs/gpt-and-bert.md)
     "tiny": _sized(2, 128, embed=64, vocab_size=4096, max_len=128, init_std=0.08, dupe_factor=5, seq_len=128,
                    batch_size=32, grad_accum=1, steps=2000, lr=2e-3, warmup=50, log_interval=100, eval_interval=500,
                    eval_examples=320),
@@ -876,6 +876,7 @@ def get_tokenizer(out, corpus, cfg):
     over 100 MB, every k-th: a vocabulary is learnt long before)."""
     path = Path(out) / "tokenizer.json"
     if not path.exists() and on_rank_0(path):
+        print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
         every = max(1, math.ceil((corpus.size or 0) / 100_000_000))
         docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
                 if split == "train" and i % every == 0)

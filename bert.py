@@ -53,7 +53,7 @@ class Config:
     schedule: str = "linear"  # linear decay, §A.2
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (README)
+    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (docs/gpt-and-bert.md)
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
@@ -67,7 +67,7 @@ def _sized(layers, hidden, **kw):
 
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform for a long time (README)
+    # at 0.02 so narrow a model's attention stays uniform for a long time (docs/gpt-and-bert.md)
     "tiny": _sized(2, 128, vocab_size=4096, max_len=128, dropout=0.0, init_std=0.08, dupe_factor=5, batch_size=32,
                    steps=2000, lr=5e-4, warmup=50, log_interval=100, eval_interval=500, eval_examples=320),
     # the small BERTs of "Well-Read Students Learn Better" (Turc et al., 2019)
@@ -823,6 +823,7 @@ def get_tokenizer(out, corpus, cfg):
     over 100 MB, every k-th: a vocabulary is learnt long before)."""
     path = Path(out) / "tokenizer.json"
     if not path.exists() and on_rank_0(path):
+        print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
         every = max(1, math.ceil((corpus.size or 0) / 100_000_000))
         docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
                 if split == "train" and i % every == 0)

@@ -61,7 +61,7 @@ class Config:
     schedule: str = "linear"  # the release decays from step 0, peak * (1 - t/N) * min(1, t/w): within w/N of ours
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (README)
+    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (docs/gpt-and-bert.md)
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
@@ -79,7 +79,7 @@ def _sized(layers, hidden, **kw):
 
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform long; sequences of 32: at 128 it ignores word order (README)
+    # at 0.02 so narrow a model's attention stays uniform long; sequences of 32: at 128 it ignores word order (docs/diff-bert-electra.md)
     "tiny": _sized(2, 128, embed=128, gen_size=1 / 4, vocab_size=4096, max_len=128, dropout=0.0, init_std=0.08,
                    max_predictions=5, seq_len=32, batch_size=64, steps=3000, lr=1e-3, warmup=200, log_interval=100,
                    eval_interval=500, eval_examples=1024),
@@ -946,6 +946,7 @@ def get_tokenizer(out, corpus, cfg):
     over 100 MB, every k-th: a vocabulary is learnt long before)."""
     path = Path(out) / "tokenizer.json"
     if not path.exists() and on_rank_0(path):
+        print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
         every = max(1, math.ceil((corpus.size or 0) / 100_000_000))
         docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
                 if split == "train" and i % every == 0)

@@ -33,7 +33,7 @@ class Config:
     ffn: int = 3072
     activation: str = "gelu_new"  # §4.1 "Gaussian Error Linear Unit"; the release uses the tanh form
     eps: float = 1e-5
-    dropout: float = 0.1  # residual, embedding and attention dropout, §4.1 (embedding: see README)
+    dropout: float = 0.1  # residual, embedding and attention dropout, §4.1 (embedding: docs/gpt-and-bert.md)
     init_std: float = 0.02  # N(0, 0.02), §4.1
     # training
     seq_len: int = 512  # contiguous windows of 512 tokens, §4.1
@@ -81,7 +81,7 @@ class Embeddings(nn.Module):
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         if token_type_ids is not None:  # fine-tuning delimiters are embedded with the token table, §3.3
             x = x + self.tokens(token_type_ids)
-        return self.drop(x)  # summed, no LayerNorm; the release drops entries of the matrices instead (README)
+        return self.drop(x)  # summed, no LayerNorm; the release drops entries of the matrices instead (docs/gpt-and-bert.md)
 
 
 class Model(nn.Module):
@@ -702,6 +702,7 @@ def get_tokenizer(out, corpus, cfg):
     over 100 MB, every k-th: a vocabulary is learnt long before)."""
     path = Path(out) / "tokenizer.json"
     if not path.exists() and on_rank_0(path):
+        print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
         every = max(1, math.ceil((corpus.size or 0) / 100_000_000))
         docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
                 if split == "train" and i % every == 0)

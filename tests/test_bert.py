@@ -13,7 +13,7 @@ import torch
 import conftest
 import bert
 
-DIFF_BUDGET = 535  # changed lines in `diff gpt.py bert.py`; README quotes the count and walks through every hunk
+DIFF_BUDGET = 521  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
 
 
 def tiny(**changes):

@@ -12,7 +12,7 @@ import torch
 import conftest
 import electra
 
-DIFF_BUDGET = 576  # changed lines in `diff bert.py electra.py`; README quotes the count and lists every hunk
+DIFF_BUDGET = 561  # changed lines in `diff bert.py electra.py`; docs/diff-bert-electra.md walks through the hunks
 
 
 def tiny(**changes):

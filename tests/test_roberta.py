@@ -12,7 +12,7 @@ import bert
 import conftest
 import roberta
 
-DIFF_BUDGET = 343  # changed lines in `diff bert.py roberta.py`; README quotes the count and lists every hunk
+DIFF_BUDGET = 337  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
 
 
 def tiny(**changes):
