@@ -534,9 +534,14 @@ class UserError(Exception):
     """Bad input: one line on stderr and exit status 2, never a traceback."""
 
 
+def document(text):
+    """A text's sentences: each line cut after every . ! or ? that white space follows."""
+    return [s for line in text.splitlines() for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s]
+
+
 def default_corpus():
-    """The English prose every Python ships: a document per documentation topic and per module's
-    docstrings, prose paragraphs only (no indented code, no >>> sessions), in a fixed order."""
+    """The prose every Python ships, in a fixed order: a document per documentation topic and per
+    module's docstrings, prose paragraphs only (no indented code, no >>> sessions)."""
     from pydoc_data.topics import topics
 
     texts = [topics[k] for k in sorted(topics)]
@@ -546,68 +551,66 @@ def default_corpus():
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        texts.append("\n\n".join(filter(None, (ast.get_docstring(n) for n in nodes if isinstance(n, kinds)))))
+        texts.append("\n\n".join(filter(None, map(ast.get_docstring, (n for n in nodes
+                                                                     if isinstance(n, kinds))))))
     paragraphs = ([" ".join(s.strip() for s in p.splitlines() if re.search(r"\w", s))
-                   for p in re.split(r"\n\s*\n", text) if p.strip() and not p.startswith((" ", ">>>"))]
-                  for text in texts)
-    return [doc for doc in (document("\n".join(ps)) for ps in paragraphs) if doc]
+                   for p in re.split(r"\n\s*\n", text)
+                   if p.strip() and not p.startswith((" ", ">>>"))] for text in texts)
+    return [doc for doc in (document("\n".join(p)) for p in paragraphs) if doc]
 
 
 def default_corpus_files():
     stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(os.path.join(stdlib, "*.py")) + glob.glob(os.path.join(stdlib, "*", "*.py")))
-    return [f for f in files if not ("site-packages" in f or "idlelib" in f or "test" in f[len(stdlib):])]
-
-
-def document(text):
-    """A text's sentences: each line cut after every . ! or ? followed by white space."""
-    return [s for line in text.splitlines() for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s]
+    files = sorted(glob.glob(f"{stdlib}/*.py") + glob.glob(f"{stdlib}/*/*.py"))
+    skip = ("site-packages", "idlelib", "test")  # no tests, no IDLE
+    return [f for f in files if not any(w in f[len(stdlib):] for w in skip)]
 
 
 class Corpus:
-    """A corpus streamed anew each time: read() yields (document, bytes read so far). `key` names
-    the content for the caches without reading it (files: paths, sizes, modification times)."""
+    """Documents streamed anew each time: read() yields (document, bytes read so far). `key` names
+    the content for the caches without reading it; `size` is in bytes (None: unknown)."""
 
     def __init__(self, spec, key, size, read):
-        self.spec, self.key, self.size, self.read = spec, key, size, read  # size: bytes, None: unknown
+        self.spec, self.key, self.size, self.read = spec, key, size, read
 
     def __iter__(self):
         return (doc for doc, _ in self.read())
 
 
 def read_corpus(spec):
-    """--data: None for the default corpus; text files, folders or globs, comma-separated (a blank
-    line between documents); .jsonl with a `text` per line; or hf:NAME[:CONFIG] (`datasets`)."""
+    """--data: None (the default corpus); text files, folders or globs, comma-separated, a blank
+    line between documents; .jsonl, a `text` a line; or hf:NAME[:CONFIG] through `datasets`."""
     if spec is None:
         docs = []
 
         def read_default():
-            docs[:] = docs or default_corpus()  # 1.5 MB, parsed once
+            docs[:] = docs or default_corpus()  # parsed once
             return zip(docs, itertools.accumulate(sum(len(s) + 1 for s in d) for d in docs))
 
-        key = [sys.version, [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in default_corpus_files()]]
+        stats = [(f, os.stat(f)) for f in default_corpus_files()]  # the key: none of them read
+        key = [sys.version, [(f, s.st_size, s.st_mtime_ns) for f, s in stats]]
         return Corpus("the docs shipped with Python", key, None, read_default)
     if spec.startswith("hf:"):
         try:
             import datasets
         except ImportError:
-            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") from None
+            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") \
+                from None
         name, _, config = spec[3:].partition(":")
         try:
             rows = datasets.load_dataset(name, config or None, split="train")
-        except Exception as e:  # the hub, the network, a wrong name: the first line says which
+        except Exception as e:  # the hub, the network, a wrong name: its first line says which
             raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
 
         def read_rows():
-            for doc, done in zip(map(document, (r["text"] for r in rows)),
-                                 itertools.accumulate(len(r["text"]) for r in rows)):
-                if doc:
-                    yield doc, done
+            texts = (row["text"] for row in rows)
+            return ((doc, done) for doc, done in zip(map(document, texts), itertools.accumulate(
+                len(row["text"]) for row in rows)) if doc)
 
-        size = getattr(getattr(rows, "data", None), "nbytes", None)  # an Arrow table's bytes
+        size = getattr(getattr(rows, "data", None), "nbytes", None)  # an Arrow table's
         return Corpus(spec, [spec, getattr(rows, "_fingerprint", None)], size, read_rows)
     files = []
-    for part in filter(None, (part.strip() for part in spec.split(","))):  # "a.txt," is a.txt
+    for part in filter(None, map(str.strip, spec.split(","))):  # "a.txt," is a.txt
         found = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part]
         if not found or not Path(found[0]).exists():
             raise UserError(f"--data: no such file, folder or glob: {part}")
@@ -623,12 +626,12 @@ def read_corpus(spec):
                     text = []
                     for number, raw in enumerate(itertools.chain(lines, [b""]), 1):  # b"": the end
                         done, line = done + len(raw), raw.decode("utf-8")
-                        if line.strip() and f.suffix == ".jsonl":  # a document per line
+                        if line.strip() and f.suffix == ".jsonl":  # a document a line
                             try:
                                 text = [str(json.loads(line)["text"])]
                             except (ValueError, KeyError, TypeError):
-                                raise UserError(f"--data: {f}, line {number}: not a JSON object with a "
-                                                "'text' field") from None
+                                raise UserError(f"--data: {f}, line {number}: not a JSON object "
+                                                "with a 'text' field") from None
                         elif line.strip():
                             text.append(line)
                             continue
@@ -647,13 +650,13 @@ def progress(items, phase, total=None, unit="MB", scale=1e6):
     start = last = time.time()
     for item, done in items:
         if (now := time.time()) - last >= 10:
-            last, rate = now, done / max(now - start, 1e-9)
+            last, rate = now, done / (now - start)
             of = f" of {total / scale:,.0f} {unit} ({done / total:.0%})" if total else ""
             eta = f", eta {max(0, total - done) / max(rate, 1e-9):.0f}s" if total else ""
-            print(f"{phase}: {done / scale:,.0f} {unit}{of}, {rate / scale:,.1f} {unit}/s{eta}", flush=True)
+            print(f"{phase}: {done / scale:,.0f} {unit}{of}, {rate / scale:,.1f} {unit}/s{eta}")
         yield item
     if last > start:
-        print(f"{phase}: done in {time.time() - start:.0f}s", flush=True)
+        print(f"{phase}: done in {time.time() - start:.0f}s")
 
 
 VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB
@@ -665,7 +668,7 @@ def split_documents(corpus, phase="reading the corpus"):
     pending, held, n = None, 0, 0
     for n, doc in enumerate(progress(corpus.read(), phase, corpus.size), 1):
         if pending:
-            yield pending  # one document behind, so that the last of a short corpus can be held out
+            yield pending  # one behind, so that the last document of a short corpus can be held out
         val = n % VAL_EVERY == 0 and held < VAL_BYTES
         held += sum(len(s) + 1 for s in doc) if val else 0
         pending = ("val" if val else "train", doc)
@@ -678,28 +681,29 @@ def split_documents(corpus, phase="reading the corpus"):
 def on_rank_0(path):
     """Rank 0 makes what is missing; another rank stops, as what it made would not be rank 0's."""
     if int(os.environ.get("RANK", 0)) > 0:
-        raise UserError(f"{path} is missing on this machine: share --out between machines, or copy a "
-                        "folder prepared with --prepare-only")
+        raise UserError(f"{path} is missing on this machine: share --out between machines, or copy "
+                        "a folder prepared with --prepare-only")
     return True
 
 
 @contextlib.contextmanager
 def written(path):
-    """A file written to a temporary name, renamed when complete; a failed write (a full disk) is
-    one error line, and what `path` held before is kept."""
+    """A file written to a temporary name, renamed when complete: a write that fails (a full disk)
+    is one error line, and what `path` held is kept."""
     tmp = Path(f"{path}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
     except Exception as e:  # torch, safetensors and tokenizers each raise their own kind
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path} ({str(e).strip().splitlines()[0]}); what was there is kept")
+        why = str(e).strip().splitlines()[0]
+        raise UserError(f"cannot write {path} ({why}); what was there is kept") from None
 
 
 def cached(path, key, blocks, what):
-    """Arrays made once, memory-mapped by later runs, in `path`-KEY. `blocks` yields {name: rows};
-    each name's rows are appended to a file of a temporary folder, renamed when complete, whose
-    arrays.json records every file's dtype and shape: a file of another size is made again."""
+    """Arrays made once from `blocks` ({name: rows} each, appended), memory-mapped by later runs.
+    Made in a temporary folder, renamed to `path`-KEY when complete; arrays.json records each file's
+    dtype and shape, and a file of another size (cut short on disk) has it all made again."""
     folder = Path(f"{path}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]}")
     try:
         shapes = json.loads((folder / "arrays.json").read_text())
@@ -708,7 +712,7 @@ def cached(path, key, blocks, what):
     except (OSError, ValueError):
         intact = False
     if not intact and on_rank_0(folder):
-        print(f"{what} into {folder}" + (" (its files were damaged)" if folder.exists() else ""), flush=True)
+        print(f"{what} into {folder}" + " (its files were damaged)" * folder.exists(), flush=True)
         tmp, files, shapes = folder.with_name(folder.name + ".tmp"), {}, {}
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -727,64 +731,73 @@ def cached(path, key, blocks, what):
 
 
 def cache_tokens(corpus, tokenizer, folder, eod_id=None):
-    """Each split's `tokens` (eod_id, if given, after each document), `sentences` ((start, end) token
-    offsets) and `documents` ((first, last + 1) sentences). A document is encoded as one text, so its
-    ids are what the tokenizer gives it anywhere; a token belongs to the sentence its end falls in.
-    Memory holds one batch and the held-out documents, whose sentences that training has are dropped."""
-    dtype, count = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32, {"train": 0, "val": 0}
+    """Each split's `tokens` (eod_id after each document, if given), `sentences` ((start, end)
+    token offsets) and `documents` ((first, last + 1) sentences). A document is encoded as one text,
+    so its ids are what the tokenizer gives it anywhere; a token belongs to the sentence its end
+    falls in. Memory holds a batch and the held-out documents, which lose the sentences training
+    has (documents may contain one another), so validation never scores trained text."""
+    dtype = np.uint16 if tokenizer.get_vocab_size() < 2**16 else np.uint32
+    count = {"train": (0, 0), "val": (0, 0)}  # tokens and sentences so far
 
-    def encode(split, docs, n=0):
-        ids, sentences, s = [], [], count[split]
-        for doc, enc in zip(docs, tokenizer.encode_batch([" ".join(d) for d in docs], add_special_tokens=False)):
-            starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # each sentence's first character
+    def encode(split, docs):
+        (n, s), ids, sentences = count[split], [], []
+        texts = [" ".join(d) for d in docs]
+        for doc, enc in zip(docs, tokenizer.encode_batch(texts, add_special_tokens=False)):
+            starts = np.cumsum([0] + [len(t) + 1 for t in doc[:-1]])  # sentences' first characters
             ends = np.array(enc.offsets, dtype=np.int64).reshape(-1, 2)[:, 1]
-            owner = np.maximum.accumulate(np.clip(np.searchsorted(starts, ends, "right") - 1, 0, None))
+            owner = np.searchsorted(starts, ends, "right") - 1  # the sentence each token ends in
+            owner = np.maximum.accumulate(np.clip(owner, 0, None))
             edges = n + np.searchsorted(owner, np.arange(len(doc) + 1))  # (sentences + 1,)
-            ids += enc.ids + ([eod_id] if eod_id is not None else [])
+            ids += enc.ids + [eod_id] * (eod_id is not None)
             sentences.append(np.stack([edges[:-1], edges[1:]], 1))
             n += len(enc.ids) + (eod_id is not None)
         ends = s + np.cumsum([len(d) for d in docs])
-        count[split] = int(ends[-1])
-        return {f"{split}.tokens": np.array(ids, dtype), f"{split}.sentences": np.concatenate(sentences),
+        count[split] = n, int(ends[-1])
+        if split == "train":
+            hashes.write(np.array([hash(t) for d in docs for t in d], np.int64).tobytes())
+        return {f"{split}.tokens": np.array(ids, dtype),
+                f"{split}.sentences": np.concatenate(sentences),
                 f"{split}.documents": np.stack([np.concatenate([[s], ends[:-1]]), ends], 1)}
 
-    def blocks():
-        train, val, n = [], [], 0  # n: training tokens so far
-        with tempfile.TemporaryFile(dir=folder) as hashes:  # every training sentence's, on disk
-            for split, doc in itertools.chain(split_documents(corpus, "tokenizing"), [("end", None)]):
-                if split == "val":
-                    val.append(doc)  # VAL_BYTES at most
-                elif doc is not None:
-                    train.append(doc)
-                if train and (len(train) == 256 or split == "end"):
-                    hashes.write(np.array([hash(t) for d in train for t in d], np.int64).tobytes())
-                    block = encode("train", train, n)
-                    n, train = n + len(block["train.tokens"]), []
-                    yield block
-            held, seen = np.array(sorted({hash(t) for d in val for t in d}), np.int64), set()
-            hashes.seek(0)
-            while len(block := np.frombuffer(hashes.read(1 << 25), np.int64)):
-                seen.update(block[np.isin(block, held)].tolist())
+    def blocks():  # encode() writes the training sentences' hashes to `hashes`, opened below
+        batch, chars, val = [], 0, []
+        for split, doc in split_documents(corpus, "tokenizing"):
+            if split == "val":
+                val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
+                continue
+            batch.append(doc)
+            chars += sum(map(len, doc))
+            if len(batch) == 256 or chars > 1 << 22:
+                yield encode("train", batch)
+                batch, chars = [], 0
+        if batch:
+            yield encode("train", batch)
+        held, seen = np.array(sorted({hash(t) for d in val for t in d}), np.int64), set()
+        hashes.seek(0)
+        while len(block := np.frombuffer(hashes.read(1 << 25), np.int64)):
+            seen.update(block[np.isin(block, held)].tolist())
         val = [d for d in ([t for t in d if hash(t) not in seen] for d in val) if d]
         if not val:
             raise UserError("no validation text: every held-out sentence also occurs in training")
-        yield encode("val", val)
+        for start in range(0, len(val), 256):
+            yield encode("val", val[start:start + 256])
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    arrays = cached(Path(folder) / "tokens", [corpus.key, tokenizer.to_str(), eod_id], blocks(),
-                    "tokenizing the corpus")
+    with tempfile.TemporaryFile(dir=folder) as hashes:  # every training sentence's hash
+        arrays = cached(Path(folder) / "tokens", [corpus.key, tokenizer.to_str(), eod_id], blocks(),
+                        "tokenizing the corpus")
     return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")}
             | {"folder": arrays["folder"]} for split in ("train", "val")}
 
 
 def get_tokenizer(out, corpus, cfg):
-    """The run's tokenizer.json, trained by the first run on the training documents (of a corpus
-    over 100 MB, every k-th: a vocabulary is learnt long before)."""
+    """The run's tokenizer.json, trained by its first run on the training documents (of a corpus
+    over 100 MB every k-th: a vocabulary is learnt long before that)."""
     path = Path(out) / "tokenizer.json"
     if not path.exists() and on_rank_0(path):
         print(f"training the tokenizer ({cfg.vocab_size:,} tokens) on {corpus.spec}", flush=True)
         every = max(1, math.ceil((corpus.size or 0) / 100_000_000))
-        docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "training the tokenizer"))
+        docs = (doc for i, (split, doc) in enumerate(split_documents(corpus, "reading"))
                 if split == "train" and i % every == 0)
         tokenizer = train_tokenizer(docs, cfg)  # an error in the corpus stops here, before a save
         with written(path) as tmp:
@@ -810,35 +823,38 @@ class HFConfig(dict):
 
 
 def read_pretrained(path, model_type):
-    """(config, state dict) of a Hugging Face-format folder; one clear error for what is unreadable."""
-    path = Path(path)
+    """(config, state dict) of a Hugging Face-format folder; one clear error if it is unreadable."""
+    path, weights = Path(path), Path(path) / "model.safetensors"
     try:
         hf = HFConfig(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
-        raise UserError(f"--from-pretrained {path}: no readable config.json ({type(e).__name__})") from None
+        raise UserError(f"--from-pretrained {path}: no readable config.json "
+                        f"({type(e).__name__})") from None
     hf.path = path
     if hf.get("model_type") != model_type:
-        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, "
-                        f"this script loads {model_type!r}")
+        raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this "
+                        f"script loads {model_type!r}")
     try:
-        if (path / "model.safetensors").exists():
+        if weights.exists():
             from safetensors.torch import load_file
-            sd = load_file(str(path / "model.safetensors"))
+            sd = load_file(str(weights))
         else:
             sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"--from-pretrained {path}: no readable model.safetensors or pytorch_model.bin "
-                        f"({type(e).__name__})") from None
+        raise UserError(f"--from-pretrained {path}: no readable model.safetensors or "
+                        f"pytorch_model.bin ({type(e).__name__})") from None
     # older TensorFlow ports name LayerNorm's parameters gamma and beta
-    return hf, {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+    return hf, {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
+                                                                         "LayerNorm.bias"): v
                 for k, v in sd.items()}
 
 
 def load_weights(model, sd, path, optional=()):
-    """Copy `sd` into `model`; missing tensors under `optional` prefixes keep their initialisation
-    (with a warning), any other mismatch is an error."""
+    """Copy `sd` into `model`; missing tensors under the `optional` prefixes keep their
+    initialisation (a warning says so), any other mismatch is an error."""
     own = model.state_dict()
-    missing = [k for k, _ in itertools.chain(model.named_parameters(), model.named_buffers()) if k not in sd]
+    missing = [k for k, _ in itertools.chain(model.named_parameters(), model.named_buffers())
+               if k not in sd]  # a tied tensor is named once
     unexpected = [k for k in sd if k not in own]
     wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
     if unexpected or wrong or any(not k.startswith(optional) for k in missing):
@@ -863,7 +879,7 @@ def rename(sd, names, skip=()):
     for k in [k for k in ours if ".attn.q." in k]:
         parts = [k.replace(".attn.q.", f".attn.{n}.") for n in "qkv"]
         if all(part in ours for part in parts):
-            ours[k.replace(".attn.q.", ".attn.qkv.")] = torch.cat([ours.pop(part) for part in parts])
+            ours[k.replace(".attn.q.", ".attn.qkv.")] = torch.cat([ours.pop(p) for p in parts])
     return ours
 
 
@@ -885,39 +901,39 @@ def write_pretrained(folder, sd, config, tokenizer):
     """A Hugging Face-format folder: model.safetensors, config.json and tokenizer.json."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    umask = os.umask(0o22)
-    os.umask(umask)
-    with written(folder / "model.safetensors") as tmp:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    os.umask(umask := os.umask(0o22))
+    with written(Path(folder) / "model.safetensors") as tmp:
         save_file(sd, str(tmp))
         os.chmod(tmp, 0o666 & ~umask)  # safetensors writes it for its owner only
-    with written(folder / "config.json") as tmp:
+    with written(Path(folder) / "config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
     if tokenizer is not None:
-        with written(folder / "tokenizer.json") as tmp:
+        with written(Path(folder) / "tokenizer.json") as tmp:
             tokenizer.save(str(tmp))
 
 
 def task_loss(logits, labels):
-    """A task's loss: cross-entropy over its classes, squared error for a regression (float labels)."""
+    """A task's loss: cross-entropy over its classes, squared error for a regression (floats)."""
     if labels.is_floating_point():
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
     return F.cross_entropy(logits.float(), labels)
 
 
 def label_config(labels, regression):
-    """config.json's entries for a Hugging Face sequence classifier: labels, or one regression output."""
+    """config.json's entries of a Hugging Face sequence classifier: labels, or one regression."""
     names = ["LABEL_0"] if regression else [str(label) for label in labels]
-    return {"num_labels": len(names), "id2label": dict(enumerate(names)), "label2id": {n: i for i, n in
-            enumerate(names)}, "problem_type": "regression" if regression else "single_label_classification"}
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            "problem_type": "regression" if regression else "single_label_classification"}
 
 
 def setup_runtime(args):
     """Device (CUDA, then MPS, then CPU), autocast dtype, and DDP when launched by torchrun."""
     name = args.device
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        mps = torch.backends.mps.is_available()
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
     if name == "mps" and not torch.backends.mps.is_available():
@@ -926,7 +942,8 @@ def setup_runtime(args):
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if name == "cuda" else name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # what autocast leaves
+        torch.backends.cuda.matmul.allow_tf32 = True  # for the fp32 products autocast leaves
+        torch.backends.cudnn.allow_tf32 = True
     dtype = args.dtype
     if dtype == "auto":
         bf16 = device.type == "mps" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
@@ -935,16 +952,16 @@ def setup_runtime(args):
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(torch.distributed.destroy_process_group)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype)
-    return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world, master=rank == 0,
-                              amp=torch.autocast(device.type, dtype=amp, enabled=amp is not None))
+    return argparse.Namespace(device=device, dtype=dtype, ddp=ddp, rank=rank, world=world,
+                              master=rank == 0, amp=torch.autocast(device.type, amp, bool(amp)))
 
 
 def get_lr(step, cfg):
     """Linear warmup to lr (step 0 already moves the weights), then cosine or linear decay to 0."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress)
+    done = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.5 * (1 + math.cos(math.pi * done)) if cfg.schedule == "cosine" else 1 - done)
 
 
 @torch.no_grad()
@@ -952,14 +969,14 @@ def evaluate(model, data, seed, cfg, rt):
     """Mean loss and metrics over the first eval_examples validation examples, without dropout."""
     model.eval()
     totals = {}
-    # an objective that samples (ELECTRA) draws the same each time, and training's stream is untouched
+    # an objective that samples (ELECTRA) draws the same each time; training's stream is untouched
     with torch.random.fork_rng(devices=[rt.device.index] if rt.device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, cfg.eval_examples, cfg.batch_size):
             ids = np.arange(start, min(start + cfg.batch_size, cfg.eval_examples))
+            batch = {k: v.to(rt.device) for k, v in get_batch(data["val"], ids, seed, cfg).items()}
             with rt.amp:
-                loss, metrics = compute_loss(model, {k: v.to(rt.device) for k, v in
-                                                     get_batch(data["val"], ids, seed, cfg).items()}, cfg)
+                loss, metrics = compute_loss(model, batch, cfg)
             for k, v in {"loss": loss, **metrics}.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * len(ids) / cfg.eval_examples
     model.train()
@@ -974,12 +991,14 @@ def save_checkpoint(path, state):
 def load_checkpoint(path):
     """A checkpoint of this script: its state, with the tokenizer it was trained with."""
     if not Path(path).exists():
-        raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or --from-pretrained")
+        raise UserError(f"no checkpoint at {path}: train one with --train, or pass --out or "
+                        "--from-pretrained")
     try:  # weights_only: a checkpoint is data, never code to run
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).strip()[:100]!r}); it is "
-                        "damaged or not a checkpoint") from None
+        why = f"{type(e).__name__}: {str(e).strip()[:80]!r}"
+        raise UserError(f"cannot read checkpoint {path} ({why}); it is damaged or not a "
+                        "checkpoint") from None
     if not isinstance(state, dict) or state.get("script") != (name := Path(__file__).stem):
         raise UserError(f"{path} is not {'an' if name[0] in 'aeiou' else 'a'} {name}.py checkpoint")
     return state | {"tokenizer": Tokenizer.from_str(state["tokenizer"])}
@@ -993,6 +1012,15 @@ def model_from_checkpoint(path):
     return model
 
 
+def lock_folder(out):
+    """One run per folder: an OS lock on out/lock, freed when the run ends or its process dies."""
+    try:
+        return filelock.FileLock(Path(out) / "lock", timeout=0).acquire()
+    except filelock.Timeout:
+        raise UserError(f"--out {out} is in use by another run; wait for it or choose another "
+                        "--out") from None
+
+
 def numel(*modules):
     return sum(p.numel() for m in modules for p in m.parameters())
 
@@ -1000,12 +1028,13 @@ def numel(*modules):
 def peak_flops(device):
     """Dense bf16 peak of known GPUs, for MFU; None elsewhere."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12)) if gpu in name), None)
+    return next((f for gpu, f in (("A100", 312e12), ("H100", 989e12), ("H200", 989e12))
+                 if gpu in name), None)
 
 
 def micro_batch_ids(step, seen, cfg, rank, world):
-    """Each micro-batch's example ids for this process from `step` on: micro-batch m of the step after
-    `seen` examples holds seen + (m·W + rank)·B + 0..B-1, the same global batch for any W and A."""
+    """Each micro-batch's example ids in this process from `step` on: micro-batch m of the step
+    after `seen` examples holds seen + (m·W + rank)·B + 0..B-1, one global batch for any W and A."""
     B, A = cfg.batch_size, cfg.grad_accum
     for _ in range(step, cfg.steps):
         for micro in range(A):
@@ -1014,10 +1043,11 @@ def micro_batch_ids(step, seen, cfg, rank, world):
 
 
 def training_batches(data, ids, seed, cfg, ahead, device):
-    """The batches of `ids` in order; `ahead` of them built by a thread while the loop trains (0: each
-    when asked), on CUDA in page-locked memory, for asynchronous copies."""
+    """The batches of `ids` in order; `ahead` of them built by a thread while the loop trains (0:
+    each when asked), on CUDA in page-locked memory, for asynchronous copies."""
     def build(i):
-        return {k: v.pin_memory() if device.type == "cuda" else v for k, v in get_batch(data, i, seed, cfg).items()}
+        batch = get_batch(data, i, seed, cfg)
+        return {k: v.pin_memory() for k, v in batch.items()} if device.type == "cuda" else batch
 
     if not ahead:
         yield from map(build, ids)
@@ -1026,7 +1056,7 @@ def training_batches(data, ids, seed, cfg, ahead, device):
 
     def work():
         try:
-            if device.type == "cuda":  # a new thread's device is GPU 0: pinning would open a context there
+            if device.type == "cuda":  # a new thread's device is GPU 0: pinning opens a context
                 torch.cuda.set_device(device)
             for i in itertools.takewhile(lambda _: not stop.is_set(), ids):
                 made.put(build(i))
@@ -1048,16 +1078,17 @@ def training_batches(data, ids, seed, cfg, ahead, device):
 
 def train(args):
     """Pretrain from scratch (or from --from-pretrained weights), or --resume the run in --out."""
-    # Settings: the preset, or a resumed run's own config; numbers given on the command line win.
+    # Settings: the preset, or a resumed run's own config; numbers on the command line win.
     if args.size not in PRESETS:
         raise UserError(f"--size {args.size!r} is unknown; choose one of {', '.join(PRESETS)}")
     out, ckpt = Path(args.out), Path(args.out) / "ckpt.pt"
     state = load_checkpoint(ckpt) if args.resume else None
-    if state is None and ckpt.exists() and not args.prepare_only:  # never overwrite a run by accident
-        raise UserError(f"{ckpt} exists: pass --resume to continue that run, or choose another --out")
-    given = {k: v for k in ("steps", "batch_size", "grad_accum", "lr") if (v := getattr(args, k)) is not None}
+    if state is None and ckpt.exists() and not args.prepare_only:  # never overwrite a run
+        raise UserError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
+    given = {k: v for k in ("steps", "batch_size", "grad_accum", "lr") if (v := getattr(args, k))}
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **given)
-    pretrained = Model.from_pretrained(args.from_pretrained, cfg) if args.from_pretrained and not state else None
+    pretrained = None if state or not args.from_pretrained else Model.from_pretrained(
+        args.from_pretrained, cfg)
     cfg = cfg if pretrained is None else pretrained.cfg  # its architecture, our training settings
     rt = setup_runtime(args)
     try:
@@ -1067,29 +1098,29 @@ def train(args):
     if not os.access(out, os.W_OK):
         raise UserError(f"--out {out}: the run folder is not writable")
     with lock_folder(out) if rt.master else contextlib.nullcontext():
-        # Data: the tokenizer (the checkpoint's; else the folder's, the pretrained model's or a new one)
-        # and the paper's examples, cached in --out by rank 0 while the other ranks wait.
+        # Data: the tokenizer (the checkpoint's; else the folder's, the pretrained model's or a new
+        # one) and the paper's examples, cached in --out by rank 0 while the other ranks wait.
         corpus = read_corpus(args.data)  # its files are checked here, then streamed, never held
         if rt.ddp and not rt.master:
             torch.distributed.barrier()
-        if getattr(pretrained, "tokenizer", None) is not None and not (out / "tokenizer.json").exists():
+        if getattr(pretrained, "tokenizer", None) and not (out / "tokenizer.json").exists():
             pretrained.tokenizer.save(str(out / "tokenizer.json"))
         tokenizer = state["tokenizer"] if state else get_tokenizer(out, corpus, cfg)
         if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
-            raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} positions, but "
-                            f"the tokenizer has {tokenizer.get_vocab_size()} tokens and a sequence is "
-                            f"{cfg.seq_len} long")
+            raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} "
+                            f"positions, but the tokenizer has {tokenizer.get_vocab_size()} tokens "
+                            f"and a sequence is {cfg.seq_len} long")
         data = load_data(corpus, tokenizer, out, cfg)
         if rt.ddp and rt.master:
             torch.distributed.barrier()
         if args.prepare_only:
-            print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} training tokens")
-            return None
+            return print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} "
+                         "training tokens, cached")
 
         # Model, optimiser and loss scaler: new, or as the checkpoint left them.
         torch.manual_seed(args.seed)  # the same initial weights on every rank
-        raw = Model(cfg) if pretrained is None else pretrained  # its state_dict has no wrapper's prefixes
-        raw.tokenizer, step, seen = tokenizer, *((state["step"], state["seen"]) if state else (0, 0))
+        raw = Model(cfg) if pretrained is None else pretrained  # no wrapper's prefixes in its state
+        raw.tokenizer, step, seen = tokenizer, *(state and (state["step"], state["seen"]) or (0, 0))
         if state:
             raw.load_state_dict(state["model"])
         optimizer = configure_optimizer(raw.to(rt.device), cfg, rt.device)
@@ -1103,31 +1134,34 @@ def train(args):
                 torch.cuda.set_rng_state(state["cuda_rng"])
         model = torch.compile(raw) if args.compile else raw
         if rt.ddp:
-            model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-        # Logging: metrics.jsonl (a resumed run forgets lines after its checkpoint), a line per interval.
+        # Logging: metrics.jsonl (a resumed run drops the lines after its checkpoint), and a line
+        # per log interval.
         log_path = out / "metrics.jsonl"
+        fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s",
+               "mfu": "mfu {:.1%}", "eta_s": "eta {:.0f}s"}
         if rt.master:
             lines = log_path.read_text().splitlines() if state and log_path.exists() else []
-            log_path.write_text("".join(line + "\n" for line in lines if json.loads(line)["step"] <= step))
-            print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, {len(data['train']['tokens']):,} "
-                  f"training tokens, {rt.device} {rt.dtype}, {rt.world} process(es), step {step} of {cfg.steps}")
+            log_path.write_text("".join(f"{r}\n" for r in lines if json.loads(r)["step"] <= step))
+            print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, "
+                  f"{len(data['train']['tokens']):,} training tokens, {rt.device} {rt.dtype}, "
+                  f"{rt.world} process(es), step {step} of {cfg.steps}")
 
         def log(record):
             if rt.master:
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
-                fmt = {"step": "{:>6}", "lr": "lr {:.2e}", "tokens_per_s": "{:,} tok/s", "mfu": "mfu {:.1%}",
-                       "eta_s": "eta {:.0f}s"}
-                print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items() if k != "data_frac"))
+                print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items()
+                                 if k != "data_frac"))
 
-        # The loop: a step is A micro-batches on each of W processes, B sequences each; on a GPU a thread
-        # builds the batches ahead, and the next one is sent while the GPU computes.
+        # The loop: a step is A micro-batches on each of W processes, B sequences each; on a GPU a
+        # thread builds the batches ahead, and the next one is sent while the GPU computes.
         B, A, W, cuda = cfg.batch_size, cfg.grad_accum, rt.world, rt.device.type == "cuda"
         ahead = args.prefetch if args.prefetch is not None else 4 if cuda else 0
-        batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W), args.seed, cfg,
-                                   ahead, rt.device)
+        batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W),
+                                   args.seed, cfg, ahead, rt.device)
 
         def next_batch():
             batch = next(batches, None)  # None after the run's last micro-batch
@@ -1142,11 +1176,11 @@ def train(args):
             lr = get_lr(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            for micro in range(A):  # gradients add up; DDP all-reduces once, after the last micro-batch
+            for micro in range(A):  # gradients add up; DDP all-reduces once, at the last one
                 with contextlib.nullcontext() if micro == A - 1 or not rt.ddp else model.no_sync():
                     with rt.amp:
                         loss, metrics = compute_loss(model, batch, cfg)
-                    scaler.scale(loss / A).backward()  # the mean over micro-batches: one batch of A·B
+                    scaler.scale(loss / A).backward()  # the mean over micro-batches: a batch of A·B
                 for k, v in {"loss": loss, **metrics}.items():
                     sums[k] = sums.get(k, 0.0) + v.detach().float() / A
                 t0 = time.time()
@@ -1163,13 +1197,14 @@ def train(args):
             # Log the means since the last line, evaluate, stop on a broken loss, save.
             record = {"step": step}
             if step % cfg.log_interval == 0 or step == cfg.steps:
-                values = torch.stack(list(sums.values())) / (step - step_log)  # the loop's one host sync
+                values = torch.stack(list(sums.values())) / (step - step_log)  # the one host sync
                 if rt.ddp:
                     torch.distributed.all_reduce(values)
                     values /= W
                 now = time.time()
                 record.update({k: float(v) for k, v in zip(sums, values)}, lr=lr,
-                              tokens_per_s=round((step - step_log) * B * A * W * cfg.seq_len / (now - t_log)))
+                              tokens_per_s=round((step - step_log) * B * A * W * cfg.seq_len
+                                                 / (now - t_log)))
                 if peak:
                     record["mfu"] = record["tokens_per_s"] * fpt / (peak * W)
                 record.update(data_frac=round(data_time / (now - t_log), 4),
@@ -1177,18 +1212,20 @@ def train(args):
                 sums, data_time, t_log, step_log = {}, 0.0, now, step
             if saving := step % cfg.eval_interval == 0 or step == cfg.steps or step in args.keep:
                 record.update(evaluate(raw, data, args.seed + 1, cfg, rt))
-            if bad := [k for k in ("loss", "val_loss") if k in record and not math.isfinite(record[k])]:
-                raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last checkpoint was kept. "
-                                "Lower --lr, or train in --dtype bf16 or fp32 instead of fp16")
+            if bad := [k for k in ("loss", "val_loss") if not math.isfinite(record.get(k, 0))]:
+                raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last "
+                                "checkpoint was kept. Lower --lr, or train in --dtype bf16 or fp32 "
+                                "instead of fp16")
             if len(record) > 1:
                 log(record)
             if rt.master and saving:
-                snapshot = {"script": Path(__file__).stem, "config": dataclasses.asdict(cfg), "step": step,
-                            "seen": seen, "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-                            "tokenizer": tokenizer.to_str(), **({"cuda_rng": torch.cuda.get_rng_state()}
-                                                                if cuda else {})}
-                if step in args.keep:  # a copy later saves leave alone, first, so a resume never skips it
+                snapshot = {"script": Path(__file__).stem, "config": dataclasses.asdict(cfg),
+                            "step": step, "seen": seen, "model": raw.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                            "rng": torch.get_rng_state(), "tokenizer": tokenizer.to_str()}
+                if cuda:
+                    snapshot["cuda_rng"] = torch.cuda.get_rng_state()
+                if step in args.keep:  # a copy later saves leave alone; first, never skipped
                     save_checkpoint(out / f"ckpt-{step}.pt", snapshot)
                 save_checkpoint(ckpt, snapshot)
         if rt.master:
@@ -1196,16 +1233,8 @@ def train(args):
         return raw.eval()
 
 
-def lock_folder(out):
-    """One run per folder: an OS lock on out/lock, released when the run ends or its process dies."""
-    try:
-        return filelock.FileLock(Path(out) / "lock", timeout=0).acquire()
-    except filelock.Timeout:
-        raise UserError(f"--out {out} is in use by another run; wait for it or choose another --out") from None
-
-
 def number(flag, kind, zero=False):
-    """An argparse type: a finite `kind` number above 0 (or from 0 on), else one error line."""
+    """An argparse type: a finite `kind` above 0 (or from 0 on), else one error line."""
     def parse(text):
         try:
             value = kind(text)
@@ -1233,36 +1262,38 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add, preset = p.add_argument, "(default: the preset's)"
     add("--train", action="store_true", help="pretrain, then run the demo")
-    add("--size", default=None, help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
-    add("--data", default=None, help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
+    add("--size", help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
+    add("--data", help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
         "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
-    add("--out", default=f"runs/{Path(__file__).stem}", help="run folder: tokenizer, caches, checkpoint, metrics")
-    add("--steps", type=number("--steps", int), default=None, help=f"optimiser steps {preset}")
-    add("--batch-size", type=number("--batch-size", int), default=None,
-        help=f"sequences per micro-batch per process {preset}")
-    add("--grad-accum", type=number("--grad-accum", int), default=None,
-        help=f"micro-batches per optimiser step {preset}")
-    add("--lr", type=number("--lr", float), default=None, help=f"peak learning rate {preset}")
-    add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="auto: CUDA, then MPS, then CPU")
+    add("--out", default=f"runs/{Path(__file__).stem}", help="run folder: checkpoint, data, logs")
+    add("--steps", type=number("--steps", int), help=f"optimiser steps {preset}")
+    add("--batch-size", type=number("--batch-size", int), help=f"sequences a micro-batch {preset}")
+    add("--grad-accum", type=number("--grad-accum", int), help=f"micro-batches per step {preset}")
+    add("--lr", type=number("--lr", float), help=f"peak learning rate {preset}")
+    add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+        help="auto: CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; fp32 on CPU")
+        help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; "
+        "fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
-    add("--prefetch", type=number("--prefetch", int, zero=True), default=None,
+    add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")
     add("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
-    add("--seed", type=number("--seed", int, zero=True), default=0, help="seed of weights, data and sampling")
-    add("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format checkpoint folder")
+    add("--seed", type=number("--seed", int, zero=True), default=0,
+        help="seed of the weights, the data and sampling")
+    add("--from-pretrained", metavar="DIR", help="a Hugging Face-format checkpoint folder")
     add("--keep", type=kept_steps, default="", metavar="STEPS",
-        help="also keep the checkpoints of these steps (comma-separated) as ckpt-STEP.pt in --out")
+        help="also keep these steps' checkpoints (comma-separated) as ckpt-STEP.pt in --out")
     add("--prepare-only", action="store_true",
-        help="train the tokenizer and cache the data in --out, then stop (before a run of many processes)")
-    add("--export", default=None, metavar="DIR", help="write the model to DIR in the Hugging Face layout")
+        help="train the tokenizer and cache the data in --out, then stop (before a run of many "
+        "processes)")
+    add("--export", metavar="DIR", help="write the model to DIR in the Hugging Face layout")
     demo_arguments(p)  # the paper's demo: --sample, --fill or --detect, stored as args.demo
     return p
 
 
 def run(main, argv):
-    """Run `main`; bad input, or a read or write that fails, ends in one line on stderr and exit 2."""
+    """Run `main`; bad input, or a read or write that fails, ends in one line and exit status 2."""
     try:
         return main(argv)
     except (UserError, OSError) as e:
@@ -1270,8 +1301,9 @@ def run(main, argv):
         return 2
     except KeyboardInterrupt:  # checkpoints are written whole, so the last one is intact
         ckpt = Path(build_parser().parse_known_args(argv)[0].out) / "ckpt.pt"
-        print(f"interrupted: the last checkpoint is {ckpt}; continue with --resume --out {ckpt.parent}"
-              if ckpt.exists() else "interrupted before the first checkpoint was written", file=sys.stderr)
+        print(f"interrupted: the last checkpoint is {ckpt}; continue with --resume --out "
+              f"{ckpt.parent}" if ckpt.exists() else "interrupted before the first checkpoint was "
+              "written", file=sys.stderr)
         return 130
 
 
@@ -1279,10 +1311,10 @@ def main(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     if not (args.train or args.prepare_only or args.demo is not None or args.export is not None):
-        p.print_help()
-        return 0
+        return p.print_help()
     if args.size is None:
-        args.size = "small" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "tiny"
+        cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
+        args.size = "small" if cuda else "tiny"
     if args.train or args.prepare_only:
         model = train(args)
     elif args.from_pretrained:

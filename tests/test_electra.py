@@ -12,7 +12,7 @@ import torch
 import conftest
 import electra
 
-DIFF_BUDGET = 561  # changed lines in `diff bert.py electra.py`; docs/diff-bert-electra.md walks through the hunks
+DIFF_BUDGET = 567  # changed lines in `diff bert.py electra.py`; docs/diff-bert-electra.md walks through the hunks
 
 
 def tiny(**changes):
