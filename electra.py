@@ -1165,7 +1165,10 @@ def load_checkpoint(path):
                         "checkpoint") from None
     if not isinstance(state, dict) or state.get("script") != (name := Path(__file__).stem):
         raise UserError(f"{path} is not {'an' if name[0] in 'aeiou' else 'a'} {name}.py checkpoint")
-    return state | {"tokenizer": Tokenizer.from_str(state["tokenizer"])}
+    try:
+        return state | {"tokenizer": Tokenizer.from_str(state["tokenizer"])}
+    except Exception:  # before checkpoints carried their tokenizer, they held its hash
+        raise UserError(f"{path} holds no tokenizer (an older checkpoint): train again") from None
 
 
 def model_from_checkpoint(path):

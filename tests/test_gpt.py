@@ -580,6 +580,9 @@ def test_every_script_names_a_corrupt_tokenizer_and_a_foreign_checkpoint(script,
     torch.save({"script": "another"}, tmp_path / "ckpt.pt")
     with pytest.raises(module.UserError, match=f"is not an? {script}.py checkpoint"):
         module.load_checkpoint(tmp_path / "ckpt.pt")
+    torch.save({"script": script, "tokenizer": "0123456789abcdef"}, tmp_path / "ckpt.pt")
+    with pytest.raises(module.UserError, match="holds no tokenizer"):
+        module.load_checkpoint(tmp_path / "ckpt.pt")
 
 
 def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, capsys):
