@@ -644,9 +644,11 @@ def read_corpus(spec):
             raise UserError(f"cannot load dataset {spec!r}: {e}".splitlines()[0]) from None
 
         def read_rows():
-            texts = (row["text"] for row in rows)
-            return ((doc, done) for doc, done in zip(map(document, texts), itertools.accumulate(
-                len(row["text"]) for row in rows)) if doc)
+            done = 0
+            for row in rows:
+                done += len(row["text"])
+                if doc := document(row["text"]):
+                    yield doc, done
 
         size = getattr(getattr(rows, "data", None), "nbytes", None)  # an Arrow table's
         return Corpus(spec, [spec, getattr(rows, "_fingerprint", None)], size, read_rows)
@@ -753,7 +755,8 @@ def cached(path, key, blocks, what):
     except (OSError, ValueError):
         intact = False
     if not intact and on_rank_0(folder):
-        print(f"{what} into {folder}" + " (its files were damaged)" * folder.exists(), flush=True)
+        damaged = " (its files were damaged)" if folder.exists() else ""
+        print(f"{what} into {folder}{damaged}", flush=True)
         tmp, files, shapes = folder.with_name(folder.name + ".tmp"), {}, {}
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -943,7 +946,7 @@ def write_pretrained(folder, sd, config, tokenizer):
     from safetensors.torch import save_file
 
     Path(folder).mkdir(parents=True, exist_ok=True)
-    os.umask(umask := os.umask(0o22))
+    os.umask(umask := os.umask(0o22))  # reads the umask, and sets it back
     with written(Path(folder) / "model.safetensors") as tmp:
         save_file(sd, str(tmp))
         os.chmod(tmp, 0o666 & ~umask)  # safetensors writes it for its owner only
@@ -1158,13 +1161,15 @@ def train(args):
         if rt.ddp and rt.master:
             torch.distributed.barrier()
         if args.prepare_only:
-            return print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} "
-                         "training tokens, cached")
+            print(f"prepared {out}: the tokenizer and {len(data['train']['tokens']):,} training "
+                  "tokens, cached")
+            return None
 
         # Model, optimiser and loss scaler: new, or as the checkpoint left them.
         torch.manual_seed(args.seed)  # the same initial weights on every rank
         raw = Model(cfg) if pretrained is None else pretrained  # no wrapper's prefixes in its state
-        raw.tokenizer, step, seen = tokenizer, *(state and (state["step"], state["seen"]) or (0, 0))
+        raw.tokenizer = tokenizer
+        step, seen = (state["step"], state["seen"]) if state else (0, 0)
         if state:
             raw.load_state_dict(state["model"])
         optimizer = configure_optimizer(raw.to(rt.device), cfg, rt.device)
@@ -1355,7 +1360,8 @@ def main(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     if not (args.train or args.prepare_only or args.demo is not None or args.export is not None):
-        return p.print_help()
+        p.print_help()
+        return 0
     if args.size is None:
         cuda = args.device in ("auto", "cuda") and torch.cuda.is_available()
         args.size = "small" if cuda else "tiny"
