@@ -551,8 +551,8 @@ def default_corpus():
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
         kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-        texts.append("\n\n".join(filter(None, map(ast.get_docstring, (n for n in nodes
-                                                                     if isinstance(n, kinds))))))
+        docstrings = (ast.get_docstring(n) for n in nodes if isinstance(n, kinds))
+        texts.append("\n\n".join(d for d in docstrings if d))
     paragraphs = ([" ".join(s.strip() for s in p.splitlines() if re.search(r"\w", s))
                    for p in re.split(r"\n\s*\n", text)
                    if p.strip() and not p.startswith((" ", ">>>"))] for text in texts)
@@ -594,8 +594,8 @@ def read_corpus(spec):
         try:
             import datasets
         except ImportError:
-            raise UserError("--data hf:... needs the `datasets` library: pip install datasets") \
-                from None
+            why = "needs the `datasets` library: pip install datasets"
+            raise UserError(f"--data hf:... {why}") from None
         name, _, config = spec[3:].partition(":")
         try:
             rows = datasets.load_dataset(name, config or None, split="train")
@@ -698,7 +698,7 @@ def written(path):
         os.replace(tmp, path)
     except Exception as e:  # torch, safetensors and tokenizers each raise their own kind
         tmp.unlink(missing_ok=True)
-        why = str(e).strip().splitlines()[0]
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"cannot write {path} ({why}); what was there is kept") from None
 
 
@@ -847,9 +847,8 @@ def read_pretrained(path, model_type):
         raise UserError(f"--from-pretrained {path}: no readable model.safetensors or "
                         f"pytorch_model.bin ({type(e).__name__})") from None
     # older TensorFlow ports name LayerNorm's parameters gamma and beta
-    return hf, {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta",
-                                                                         "LayerNorm.bias"): v
-                for k, v in sd.items()}
+    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight"): v for k, v in sd.items()}
+    return hf, {k.replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
 
 
 def load_weights(model, sd, path, optional=()):
