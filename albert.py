@@ -850,39 +850,37 @@ def cache_tokens(corpus, tokenizer, folder, eod_id=None):
             n += len(enc.ids) + (eod_id is not None)
         ends = s + np.cumsum([len(d) for d in docs])
         count[split] = n, int(ends[-1])
-        if split == "train":
-            hashes.write(np.array([hash(t) for d in docs for t in d], np.int64).tobytes())
         return {f"{split}.tokens": np.array(ids, dtype),
                 f"{split}.sentences": np.concatenate(sentences),
                 f"{split}.documents": np.stack([np.concatenate([[s], ends[:-1]]), ends], 1)}
 
-    def blocks():  # encode() writes the training sentences' hashes to `hashes`, opened below
-        batch, chars, val = [], 0, []
-        for split, doc in split_documents(corpus, "tokenizing"):
-            if split == "val":
-                val.append(doc)  # held until every training sentence is known: VAL_BYTES at most
-                continue
-            batch.append(doc)
-            chars += sum(map(len, doc))
-            if len(batch) == 256 or chars > 1 << 22:
-                yield encode("train", batch)
-                batch, chars = [], 0
-        if batch:
-            yield encode("train", batch)
-        held, seen = np.array(sorted({hash(t) for d in val for t in d}), np.int64), set()
-        hashes.seek(0)
-        while len(block := np.frombuffer(hashes.read(1 << 25), np.int64)):
-            seen.update(block[np.isin(block, held)].tolist())
+    def blocks():  # made only when the cache is: a warm start opens no file here
+        with tempfile.TemporaryFile(dir=folder) as hashes:  # every training sentence's hash
+            batch, chars, val = [], 0, []
+            docs = itertools.chain(split_documents(corpus, "tokenizing"), [("end", None)])
+            for split, doc in docs:  # ("end", None): the last training batch is written
+                if split == "val":
+                    val.append(doc)  # held until training's sentences are known: VAL_BYTES at most
+                    continue
+                if doc is not None:
+                    batch.append(doc)
+                    chars += sum(map(len, doc))
+                if batch and (doc is None or len(batch) == 256 or chars > 1 << 22):
+                    hashes.write(np.array([hash(t) for d in batch for t in d], np.int64).tobytes())
+                    yield encode("train", batch)
+                    batch, chars = [], 0
+            held, seen = np.array(sorted({hash(t) for d in val for t in d}), np.int64), set()
+            hashes.seek(0)
+            while len(block := np.frombuffer(hashes.read(1 << 25), np.int64)):
+                seen.update(block[np.isin(block, held)].tolist())
         val = [d for d in ([t for t in d if hash(t) not in seen] for d in val) if d]
         if not val:
             raise UserError("no validation text: every held-out sentence also occurs in training")
         for start in range(0, len(val), 256):
             yield encode("val", val[start:start + 256])
 
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder) as hashes:  # every training sentence's hash
-        arrays = cached(Path(folder) / "tokens", [corpus.key, tokenizer.to_str(), eod_id], blocks(),
-                        "tokenizing the corpus")
+    arrays = cached(Path(folder) / "tokens", [corpus.key, tokenizer.to_str(), eod_id], blocks(),
+                    "tokenizing the corpus")
     return {split: {k: arrays[f"{split}.{k}"] for k in ("tokens", "sentences", "documents")}
             | {"folder": arrays["folder"]} for split in ("train", "val")}
 
