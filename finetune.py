@@ -362,12 +362,13 @@ def scores(task, logits, labels):
 
 
 @torch.no_grad()
-def evaluate(mod, clf, data, recipe, pad_id, device, task):
+def evaluate(mod, clf, data, recipe, pad_id, rt, task):
     clf.eval()
     logits = []
     for batch in batches(data, 128, pad_id):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits.append(mod.finetune_loss(clf, batch, recipe)[1].float().cpu())
+        batch = {k: v.to(rt.device) for k, v in batch.items()}
+        with rt.amp:
+            logits.append(mod.finetune_loss(clf, batch, recipe)[1].float().cpu())
     clf.train()
     order = np.concatenate(groups(data, 128))  # the order the batches took
     out = np.empty((len(order), logits[0].shape[-1]), np.float32)
@@ -375,9 +376,11 @@ def evaluate(mod, clf, data, recipe, pad_id, device, task):
     return scores(task, out, data["labels"])
 
 
-def fine_tune(mod, clf, task, data, recipe, seed, device, log, tag):
-    """Fine-tune `clf` with `recipe`; returns the best epoch (its dev scores and weights), loaded into `clf`."""
-    clf.to(device).train()
+def fine_tune(mod, clf, task, data, recipe, seed, rt, log, tag):
+    """Fine-tune `clf` with `recipe` on the device and in the dtype of `rt` (the paper script's setup_runtime);
+    returns the best epoch (its dev scores and weights), loaded into `clf`."""
+    clf.to(rt.device).train()
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
     pad_id = clf.pad_id
     opt_cfg = clf.model.cfg
     optimizer = torch.optim.AdamW(mod.finetune_groups(clf, recipe), lr=recipe.lr, betas=tuple(opt_cfg.betas),
@@ -391,18 +394,21 @@ def fine_tune(mod, clf, task, data, recipe, seed, device, log, tag):
     for epoch in range(1, recipe.epochs + 1):
         total, count = 0.0, 0
         for batch in batches(data["train"], recipe.batch_size, pad_id, rng):
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = {k: v.to(rt.device) for k, v in batch.items()}
             scale = (step + 1) / warmup if step < warmup else max(0.0, (steps - step) / max(1, steps - warmup))
             for group, lr in zip(optimizer.param_groups, base):
                 group["lr"] = lr * scale  # linear warmup, then linear decay to 0
-            loss, _ = mod.finetune_loss(clf, batch, recipe)
-            loss.backward()
+            with rt.amp:
+                loss, _ = mod.finetune_loss(clf, batch, recipe)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradient, not the fp16-scaled one
             torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             total, count = total + float(loss.detach()), count + 1
-        dev = {name: evaluate(mod, clf, d, recipe, pad_id, device, task) for name, d in data["dev"].items()}
+        dev = {name: evaluate(mod, clf, d, recipe, pad_id, rt, task) for name, d in data["dev"].items()}
         first = next(iter(dev.values()))
         record = {"run": tag, "seed": seed, "epoch": epoch, "loss": total / count, **{
             f"{name}_{m}": v for name, s in dev.items() for m, v in s.items()}}
@@ -460,7 +466,10 @@ def build_parser():
     p.add_argument("--max-len", type=int, default=None, help="tokens per example (default: the recipe's)")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning runs with seeds 0, 1, ...")
     p.add_argument("--out", default=None, help="run folder (default: runs/finetune-PAPER-TASK)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto: CUDA, then MPS, then CPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast dtype, as the paper scripts choose it")
     p.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised model")
     p.add_argument("--eval-only", action="store_true",
                    help="score the fine-tuned model of --from-pretrained (a sequence-classification folder, such as "
@@ -491,11 +500,10 @@ def main(argv=None):
 
 
 def run(mod, args):
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    rt = mod.setup_runtime(args)  # the device and dtype, chosen and checked as the paper script does
     task = read_task(args.task)  # every input is read before anything is written
     if args.eval_only:
-        return evaluate_only(mod, args, task, device)
+        return evaluate_only(mod, args, task, rt)
     pretrained = load_pretrained(mod, args)
     shape = (pretrained.cfg.layers, pretrained.cfg.hidden)  # the preset of this shape, if it has its own recipe
     presets = [p for p, c in mod.PRESETS.items() if (c.layers, c.hidden) == shape and p in mod.RECIPES]
@@ -535,7 +543,7 @@ def run(mod, args):
             data = {"train": encode_task(mod, clf.model.tokenizer, task["train"], max_len, task["regression"]),
                     "dev": {d: encode_task(mod, clf.model.tokenizer, examples, max_len, task["regression"])
                             for d, examples in task["dev"].items()}}
-            best, clf = fine_tune(mod, clf, task, data, recipe, seed, device, log, tag)
+            best, clf = fine_tune(mod, clf, task, data, recipe, seed, rt, log, tag)
             results.append(best)
         return results
 
@@ -579,7 +587,7 @@ def run(mod, args):
     if task["test"]:  # the dev split chose the epoch and the seed: the test split scores the choice
         data = encode_task(mod, clf.model.tokenizer, task["test"], min(recipe.max_len, clf.max_tokens),
                            task["regression"])
-        results["test"] = evaluate(mod, clf.to(device), data, recipe, clf.pad_id, device, task)
+        results["test"] = evaluate(mod, clf.to(rt.device), data, recipe, clf.pad_id, rt, task)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     torch.save({"paper": args.paper, "task": task["name"], "labels": task["labels"], "regression": task["regression"],
                 "recipe": dataclasses.asdict(recipe), "config": dataclasses.asdict(clf.model.cfg),
@@ -633,7 +641,7 @@ def load_classifier(mod, path):
     return clf, labels, regression
 
 
-def evaluate_only(mod, args, task, device):
+def evaluate_only(mod, args, task, rt):
     """Score a fine-tuned model, a Hugging Face sequence-classification folder (such as the `model` folder this
     driver writes), on the task's dev split(s)."""
     if not args.from_pretrained:
@@ -653,23 +661,27 @@ def evaluate_only(mod, args, task, device):
                 clf.out.bias.copy_(clf.out.bias[order])
     recipe = mod.RECIPES["paper"]
     max_len = min(args.max_len or recipe.max_len, clf.max_tokens)
-    clf.to(device)
+    clf.to(rt.device)
     dev = {}
     for name, examples in task["dev"].items():
         data = encode_task(mod, clf.model.tokenizer, examples, max_len, task["regression"])
-        dev[name] = evaluate(mod, clf, data, recipe, clf.pad_id, device, task)
+        dev[name] = evaluate(mod, clf, data, recipe, clf.pad_id, rt, task)
     for name, s in dev.items():
         print(f"{args.paper} on {task['name']} {name}: " + ", ".join(f"{m} {v:.4f}" for m, v in s.items()))
     return 0
 
 
 def cli(argv=None):
-    """main(), with bad input reported as one line on stderr and exit status 2."""
+    """main(), with bad input reported as one line on stderr and exit status 2, Ctrl-C as one line and 130."""
     try:
         return main(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # as the paper scripts: one line, the shell's exit status for Ctrl-C
+        print("interrupted: the epochs so far are in the run folder's metrics.jsonl; the results and the model "
+              "are written at the end", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ def load_pretrained(path, base=None):
     skip = ("lm_head.decoder.weight", "pooler.", "embeddings.position_ids", "embeddings.token_type_ids")  # + a pooler
     model = Model(cfg)
     load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("mlm.", "head.bias"))
-    model.tokenizer = load_tokenizer(path)
+    model.tokenizer = load_tokenizer(hf.path)  # the folder, or the hub model's
     return model
 
 
@@ -483,11 +483,24 @@ def hf_config(cfg, architecture):
             "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
 
 
+def hf_tokenizer(model):
+    """The export's tokenizer: a copy of the model's that adds <s> A </s></s> B </s> as encode_inputs does, so that
+    transformers' tokenizers and pipelines encode as we do; and the entries of its tokenizer_config.json."""
+    from tokenizers import Tokenizer, processors
+
+    tok, cls, sep = Tokenizer.from_str(model.tokenizer.to_str()), SPECIALS["cls"], SPECIALS["sep"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B {sep}",
+        special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
+    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()}, "bos_token": cls, "eos_token": sep,
+                 "model_max_length": model.cfg.max_len - 2, "model_input_names": ["input_ids", "attention_mask"]}
+
+
 def export(model, folder):
     """The pretrained model as a Hugging Face RobertaForMaskedLM folder."""
     sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)  # tied: stored once
     sd = {k if k.startswith("lm_head.") else "roberta." + k: v for k, v in sd.items()}
-    write_pretrained(folder, sd, hf_config(model.cfg, "RobertaForMaskedLM"), model.tokenizer)
+    write_pretrained(folder, sd, hf_config(model.cfg, "RobertaForMaskedLM"), *hf_tokenizer(model))
 
 
 def export_classifier(clf, folder, labels, regression):
@@ -497,7 +510,7 @@ def export_classifier(clf, folder, labels, regression):
     sd = {"roberta." + k: v for k, v in unrename(encoder, HF_NAMES).items()}
     sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
     config = {**hf_config(clf.model.cfg, "RobertaForSequenceClassification"), **label_config(labels, regression)}
-    write_pretrained(folder, sd, config, clf.model.tokenizer)
+    write_pretrained(folder, sd, config, *hf_tokenizer(clf.model))
 
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
@@ -823,9 +836,30 @@ class HFConfig(dict):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
 
 
+def pretrained_folder(name):
+    """--from-pretrained: a folder, or a model on the Hugging Face hub (`bert-base-uncased`) whose
+    files that a script reads are downloaded once (PyTorch weights only without safetensors)."""
+    if Path(name).exists() or not re.fullmatch(r"\w[\w.-]*(/\w[\w.-]*)?", str(name)):
+        return Path(name)
+    import huggingface_hub as hub
+
+    try:
+        files = ["config.json", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"]
+        folder = Path(hub.snapshot_download(name, allow_patterns=[*files, "model.safetensors"]))
+        return folder if (folder / "model.safetensors").exists() else Path(
+            hub.snapshot_download(name, allow_patterns=["pytorch_model.bin"]))
+    except Exception as e:  # no network (and not in the cache), no such model, a private one
+        why = "the hub cannot be reached, and it is not in the cache" if isinstance(
+            e, FileNotFoundError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"--from-pretrained {name}: no such folder, and not from the hub "
+                        f"({why})") from None
+
+
 def read_pretrained(path, model_type):
-    """(config, state dict) of a Hugging Face-format folder; one clear error if it is unreadable."""
-    path, weights = Path(path), Path(path) / "model.safetensors"
+    """(config, state dict) of a Hugging Face-format folder or hub model; one clear error if it is
+    unreadable. The config's `path` is the folder."""
+    path = pretrained_folder(path)
+    weights = path / "model.safetensors"
     try:
         hf = HFConfig(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
@@ -897,8 +931,9 @@ def unrename(sd, names):
     return theirs
 
 
-def write_pretrained(folder, sd, config, tokenizer):
-    """A Hugging Face-format folder: model.safetensors, config.json and tokenizer.json."""
+def write_pretrained(folder, sd, config, tokenizer, tokenizer_config):
+    """A Hugging Face-format folder: model.safetensors and config.json, and tokenizer.json with the
+    tokenizer_config.json that AutoTokenizer reads it by (the specials the tokenizer has)."""
     from safetensors.torch import save_file
 
     Path(folder).mkdir(parents=True, exist_ok=True)
@@ -908,9 +943,13 @@ def write_pretrained(folder, sd, config, tokenizer):
         os.chmod(tmp, 0o666 & ~umask)  # safetensors writes it for its owner only
     with written(Path(folder) / "config.json") as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
-    if tokenizer is not None:
-        with written(Path(folder) / "tokenizer.json") as tmp:
-            tokenizer.save(str(tmp))
+    with written(Path(folder) / "tokenizer.json") as tmp:
+        tokenizer.save(str(tmp))
+    tokenizer_config = {k: v for k, v in tokenizer_config.items()
+                        if not k.endswith("_token") or tokenizer.token_to_id(v) is not None}
+    with written(Path(folder) / "tokenizer_config.json") as tmp:  # tokenizer.json as it is
+        tmp.write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast",
+                                   "clean_up_tokenization_spaces": False, **tokenizer_config}))
 
 
 def task_loss(logits, labels):
@@ -939,7 +978,8 @@ def setup_runtime(args):
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("--device mps: no Apple GPU is available")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if name == "cuda" else name)
+    local = int(os.environ.get("LOCAL_RANK", 0))  # a launcher may show each rank only its own GPU
+    device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if name == "cuda" else name)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # for the fp32 products autocast leaves
@@ -1159,7 +1199,7 @@ def train(args):
                 with open(log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
                 print(" | ".join(fmt.get(k, k + " {:.4f}").format(v) for k, v in record.items()
-                                 if k != "data_frac"))
+                                 if k not in ("tokens", "data_frac")))
 
         # The loop: a step is A micro-batches on each of W processes, B sequences each; on a GPU a
         # thread builds the batches ahead, and the next one is sent while the GPU computes.
@@ -1174,7 +1214,7 @@ def train(args):
 
         peak, fpt = peak_flops(rt.device), flops_per_token(raw, cfg)
         if step == 0:  # the loss before training; validation draws with a seed of its own
-            log({"step": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
+            log({"step": 0, "tokens": 0, **evaluate(raw, data, args.seed + 1, cfg, rt)})
         batch, sums, data_time = next_batch(), {}, 0.0
         t_log, step_log, t_start, step_start = time.time(), step, time.time(), step
         while step < cfg.steps:
@@ -1200,7 +1240,7 @@ def train(args):
             step, seen = step + 1, seen + A * W * B
 
             # Log the means since the last line, evaluate, stop on a broken loss, save.
-            record = {"step": step}
+            record = {"step": step, "tokens": seen * cfg.seq_len}  # positions, padding included
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 values = torch.stack(list(sums.values())) / (step - step_log)  # the one host sync
                 if rt.ddp:
@@ -1221,7 +1261,7 @@ def train(args):
                 raise UserError(f"{bad[0]} became {record[bad[0]]} at step {step}; the last "
                                 "checkpoint was kept. Lower --lr, or train in --dtype bf16 or fp32 "
                                 "instead of fp16")
-            if len(record) > 1:
+            if len(record) > 2:
                 log(record)
             if rt.master and saving:
                 snapshot = {"script": Path(__file__).stem, "config": dataclasses.asdict(cfg),
@@ -1234,7 +1274,8 @@ def train(args):
                     save_checkpoint(out / f"ckpt-{step}.pt", snapshot)
                 save_checkpoint(ckpt, snapshot)
         if rt.master:
-            print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt}")
+            print(f"trained to step {step} in {time.time() - t_start:.0f}s; checkpoint: {ckpt}; "
+                  f"the curves: python plot.py {out}")
         return raw.eval()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may use the network: the hub's libraries read only their cache
 
 
 def pytest_collection_modifyitems(config, items):

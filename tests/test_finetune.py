@@ -302,6 +302,10 @@ def test_a_tiny_fine_tune_end_to_end(bert_run, tmp_path, capsys):
     assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu"]) == 0
     best = max(results["pretrained"]["dev"]["accuracy"]["each"])
     assert f"accuracy {best:.4f}" in capsys.readouterr().out  # the exported model scores what training measured
+    dev = finetune.read_task("builtin")["dev"]["dev"]  # and transformers' pipeline predicts what it predicted
+    pipe = T.pipeline("text-classification", model=str(out / "model"), device="cpu")
+    predicted = [p["label"] for p in pipe([text for text, _, _ in dev], truncation=True)]
+    assert f"{np.mean([p == finetune.BUILTIN_PACKAGES[y] for p, (_, _, y) in zip(predicted, dev)]):.4f}" == f"{best:.4f}"
     assert 0 < results["test"]["accuracy"] <= 1  # the best seed, scored once on the test split
     config = json.loads((out / "model" / "config.json").read_text())  # the same classes in another order
     names = config["id2label"]
@@ -345,6 +349,10 @@ def test_bad_input_gives_one_line_and_writes_nothing(bert_run, tmp_path, capsys,
     write(tmp_path / "reg" / "train.tsv", "sentence\tlabel\na\t0.5\nb\t1.5\n")
     write(tmp_path / "reg" / "dev.tsv", "sentence\tlabel\na\thigh\n")
     cases.append((["bert", "--task", str(tmp_path / "reg")], "a regression label is not a number"))
+    if not torch.cuda.is_available():  # the device is checked as the paper scripts check it
+        cases.append((["bert", "--device", "cuda"], "--device cuda: no CUDA device is available"))
+    if not torch.backends.mps.is_available():
+        cases.append((["bert", "--device", "mps"], "--device mps: no Apple GPU is available"))
     monkeypatch.setitem(sys.modules, "datasets", None)  # as if the library were not installed
     cases.append((["bert", "--task", "rte"], "needs the `datasets` library"))
 
@@ -376,3 +384,18 @@ def test_the_frozen_probe_compares_pretrained_and_random_features(bert_run, caps
     for line, name in zip(lines[1:], ("pretrained", "random init")):
         values = [float(v) for v in line.split() if v.replace(".", "").isdigit()]
         assert line.strip().startswith(name) and len(values) == 2 and all(0.1 < v <= 1 for v in values)
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(bert_run, tmp_path):
+    import signal
+    import subprocess
+
+    argv = [sys.executable, "finetune.py", "bert", "--ckpt", str(bert_run / "ckpt.pt"), "--epochs", "50",
+            "--seeds", "1", "--out", str(tmp_path), "--device", "cpu"]
+    child = subprocess.Popen(argv, cwd=conftest.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:  # a real Ctrl-C, once the first epoch is done
+        if "epoch 1 " in line:
+            child.send_signal(signal.SIGINT)
+            break
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130 and err.startswith("interrupted: ") and err.count("\n") == 1, err

@@ -178,13 +178,15 @@ def test_windows_are_inputs_shifted_by_one():
 # --- training ---
 
 
-def test_tiny_run_lowers_validation_loss(corpus, tmp_path, monkeypatch):
+def test_tiny_run_lowers_validation_loss(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=40, log_interval=10, warmup=10, eval_examples=32))
-    gpt.train(train_args(tmp_path, corpus, "--steps", 40))
+    gpt.train(train_args(tmp_path, corpus, "--steps", 40, "--batch-size", 3))
     rows = metrics(tmp_path)
     assert rows[0]["step"] == 0 and rows[-1]["step"] == 40
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0
     assert {"loss", "lr", "tokens_per_s"} <= rows[-1].keys()
+    assert [r["tokens"] for r in rows] == [r["step"] * 3 * gpt.PRESETS["tiny"].seq_len for r in rows]  # plot.py's x
+    assert capsys.readouterr().out.splitlines()[-1].endswith(f"the curves: python plot.py {tmp_path}")
 
 
 def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
@@ -734,3 +736,17 @@ def test_a_rank_other_than_0_never_prepares(tmp_path, monkeypatch):
     with pytest.raises(gpt.UserError, match="missing on this machine"):
         TRAIN_TOKENIZER(tmp_path, None, tiny())
     assert not list(tmp_path.iterdir())
+
+
+def test_a_rank_shown_only_its_own_gpu_uses_that_one(monkeypatch):
+    # SLURM's --gpus-per-task=1: LOCAL_RANK 3, but one visible device, cuda:0 (CUDA's calls stand in for a GPU here)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    rt = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cuda"]))
+    assert rt.device == calls[0] == torch.device("cuda:0") and rt.dtype == "bf16"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # torchrun on one machine: each rank its own
+    assert gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cuda"])).device == torch.device("cuda:3")

@@ -12,7 +12,7 @@ import bert
 import conftest
 import roberta
 
-DIFF_BUDGET = 341  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
+DIFF_BUDGET = 352  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
 
 
 def tiny(**changes):
