@@ -198,6 +198,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if available")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast dtype for both; auto: as the paper scripts choose it (bf16 where native)")
     p.add_argument("--size", default=None, help="preset of every model (default: small on CUDA, else tiny)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated scripts to measure")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the preset's)")
@@ -236,11 +238,12 @@ def main(argv=None):
             fail(f"{flag} {path}: cannot write a file there ({e.strerror})")
     if args.profile:
         Path(args.profile).write_text("")  # this run's tables only
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    import gpt  # the scripts' own choice of dtype, for `auto`
+
+    rt = gpt.setup_runtime(argparse.Namespace(device=device.type, dtype=args.dtype))  # also TF32 on CUDA
+    amp = rt.amp
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    meta = {"device": name, "torch": torch.__version__, "dtype": "bf16" if device.type == "cuda" else "fp32",
+    meta = {"device": name, "torch": torch.__version__, "dtype": rt.dtype,
             "compile": args.compile, "steps": args.steps, "warmup": args.warmup, "date": time.strftime("%Y-%m-%d")}
     rows = []
     for model in models:

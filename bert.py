@@ -1027,9 +1027,10 @@ def setup_runtime(args):
         torch.backends.cuda.matmul.allow_tf32 = True  # for the fp32 products autocast leaves
         torch.backends.cudnn.allow_tf32 = True
     dtype = args.dtype
-    if dtype == "auto":
-        bf16 = device.type == "mps" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
-        dtype = "fp32" if device.type == "cpu" else "bf16" if bf16 else "fp16"
+    if dtype == "auto":  # bf16 where the device computes it natively: on a CPU, AVX-512 BF16 or AMX
+        bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: (
+            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())}
+        dtype = "bf16" if bf16[device.type]() else "fp32" if device.type == "cpu" else "fp16"
     if ddp := "RANK" in os.environ:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(torch.distributed.destroy_process_group)
@@ -1185,17 +1186,19 @@ def train(args):
     with lock_folder(out) if rt.master else contextlib.nullcontext():
         # Data: the tokenizer (the checkpoint's; else the folder's, the pretrained model's or a new
         # one) and the paper's examples, cached in --out by rank 0 while the other ranks wait.
-        corpus = read_corpus(args.data)  # its files are checked here, then streamed, never held
+        corpus, t0 = read_corpus(args.data), time.time()  # its files are checked, then streamed
         if rt.ddp and not rt.master:
             torch.distributed.barrier()
         if getattr(pretrained, "tokenizer", None) and not (out / "tokenizer.json").exists():
             pretrained.tokenizer.save(str(out / "tokenizer.json"))
         tokenizer = state["tokenizer"] if state else get_tokenizer(out, corpus, cfg)
+        t_tokenizer = time.time() - t0
         if tokenizer.get_vocab_size() > cfg.vocab_size or cfg.seq_len > cfg.max_len:
             raise UserError(f"the model has {cfg.vocab_size} embeddings and {cfg.max_len} "
                             f"positions, but the tokenizer has {tokenizer.get_vocab_size()} tokens "
                             f"and a sequence is {cfg.seq_len} long")
         data = load_data(corpus, tokenizer, out, cfg)
+        t_data = time.time() - t0 - t_tokenizer
         if rt.ddp and rt.master:
             torch.distributed.barrier()
         if args.prepare_only:
@@ -1234,7 +1237,8 @@ def train(args):
             log_path.write_text("".join(f"{r}\n" for r in lines if json.loads(r)["step"] <= step))
             print(f"{Path(__file__).stem}.py: {raw.num_params():,} parameters, "
                   f"{len(data['train']['tokens']):,} training tokens, {rt.device} {rt.dtype}, "
-                  f"{rt.world} process(es), step {step} of {cfg.steps}")
+                  f"{rt.world} process(es), step {step} of {cfg.steps}; prepared in "
+                  f"{t_tokenizer:.1f}s (tokenizer) + {t_data:.1f}s (data)")
 
         def log(record):
             if rt.master:
@@ -1361,8 +1365,8 @@ def build_parser():
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
         help="auto: CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto: bf16 where the GPU has it, else fp16 with loss scaling; "
-        "fp32 on a CPU")
+        help="autocast dtype; auto: bf16 where the device has it natively (a CPU: AVX-512 BF16 or "
+        "AMX), else fp16 with loss scaling on a GPU, fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")

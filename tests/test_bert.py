@@ -13,7 +13,7 @@ import torch
 import conftest
 import bert
 
-DIFF_BUDGET = 542  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
+DIFF_BUDGET = 566  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
 
 
 def tiny(**changes):

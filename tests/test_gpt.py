@@ -216,8 +216,9 @@ def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
 
 def test_accumulation_equals_one_big_batch(corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=3, log_interval=1, eval_examples=16))
-    one = gpt.train(train_args(tmp_path / "one", corpus, "--steps", 3, "--batch-size", 8))
-    acc = gpt.train(train_args(tmp_path / "acc", corpus, "--steps", 3, "--batch-size", 2, "--grad-accum", 4))
+    exact = ("--dtype", "fp32")  # equal to 1e-5: in fp32 (bf16 rounds the two sums differently)
+    one = gpt.train(train_args(tmp_path / "one", corpus, "--steps", 3, "--batch-size", 8, *exact))
+    acc = gpt.train(train_args(tmp_path / "acc", corpus, "--steps", 3, "--batch-size", 2, "--grad-accum", 4, *exact))
     for a, b in zip(metrics(tmp_path / "one"), metrics(tmp_path / "acc")):
         assert a.get("loss") == pytest.approx(b.get("loss"), abs=1e-5)
     for p, q in zip(one.parameters(), acc.parameters()):
@@ -228,7 +229,8 @@ def test_torchrun_two_processes_equal_one_process(corpus, gpt_tokenizer, tmp_pat
     for run in ("ddp", "single"):
         (tmp_path / run).mkdir()
         shutil.copy(gpt_tokenizer, tmp_path / run / "tokenizer.json")
-    common = ["--train", "--size", "tiny", "--device", "cpu", "--steps", "4", "--data", corpus, "--max-new-tokens", "2"]
+    common = ["--train", "--size", "tiny", "--device", "cpu", "--steps", "4", "--data", corpus, "--max-new-tokens", "2",
+              "--dtype", "fp32"]  # equal to 1e-5: in fp32 (bf16 rounds the two sums differently)
     ddp = run_script("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ROOT / "gpt.py", *common,
                      "--batch-size", "4", "--out", tmp_path / "ddp")
     assert ddp.returncode == 0, ddp.stderr[-2000:]
@@ -300,6 +302,43 @@ def test_bf16_autocast_and_compile_train(corpus, tmp_path):
     assert counters["stats"]["unique_graphs"] == 1  # compiled once for every step: no recompilation
     state = gpt.load_checkpoint(tmp_path / "compiled" / "ckpt.pt")
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
+
+
+def test_auto_is_bf16_on_a_cpu_that_computes_it_natively_and_fp32_elsewhere():
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()  # torch's own answer
+    auto = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu"]))
+    assert auto.dtype == ("bf16" if native else "fp32") and auto.amp.fast_dtype == torch.bfloat16
+    assert auto.amp._enabled == native
+    forced = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu", "--dtype", "fp32"]))
+    assert forced.dtype == "fp32" and not forced.amp._enabled
+
+
+def test_the_chunked_loss_is_the_plain_cross_entropy_in_value_and_gradient():
+    torch.manual_seed(0)
+    for dtype, tolerance in ((torch.float32, 1e-7), (torch.bfloat16, 1e-5)):
+        logits = (torch.randn(600, 77) * 3).to(dtype).requires_grad_()  # 600 rows: two whole blocks and a part
+        targets = torch.randint(0, 77, (600,))
+        targets[::7] = -100  # positions that predict nothing
+        plain = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=-100)
+        plain.backward()
+        expected, logits.grad = logits.grad, None
+        ours = gpt.LMLoss.apply(logits, targets)
+        ours.backward()
+        assert ours.item() == pytest.approx(plain.item(), rel=1e-6) and logits.grad.dtype == dtype
+        torch.testing.assert_close(logits.grad.float(), expected.float(), atol=tolerance, rtol=0)
+        assert not logits.grad[::7].any()  # an ignored position gets no gradient
+
+
+def test_bf16_autocast_on_a_cpu_gives_the_fp32_model_s_outputs():
+    torch.manual_seed(0)
+    model = gpt.Model(tiny(dropout=0.0)).eval()
+    ids = torch.randint(0, 500, (2, 24))
+    with torch.no_grad():
+        fp32, loss32 = model(ids[:, :-1], ids[:, 1:])
+        with torch.autocast("cpu", torch.bfloat16):
+            bf16, loss16 = model(ids[:, :-1], ids[:, 1:])  # attention in fp32 inside, the products in bf16
+    assert bf16.dtype == torch.bfloat16 and abs(loss16.item() - loss32.item()) < 0.02
+    assert (bf16.float() - fp32).abs().max() < 0.1 * fp32.abs().max()
 
 
 @pytest.mark.gpu
