@@ -614,6 +614,7 @@ import argparse
 import ast
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import glob
 import hashlib
@@ -1075,10 +1076,12 @@ def setup_runtime(args):
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))  # a launcher may show each rank only its own GPU
     device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if name == "cuda" else name)
+    if sys.platform == "linux":  # glibc returns a large freed tensor to the OS and faults it back
+        for option in (-3, -1):  # in, zeroed, the next step: M_MMAP_ and M_TRIM_THRESHOLD to 1 GB
+            ctypes.CDLL(None).mallopt(option, 1 << 30)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True  # for the fp32 products autocast leaves
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 left
     dtype = args.dtype
     if dtype == "auto":  # bf16 where the device computes it natively: on a CPU, AVX-512 BF16 or AMX
         bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: (

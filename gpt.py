@@ -85,27 +85,27 @@ class Embeddings(nn.Module):
 
 
 class LMLoss(torch.autograd.Function):
-    """The mean next-token cross-entropy of (N, V) logits, equal to F.cross_entropy(logits.float(), targets,
-    ignore_index=-100), computed 256 rows at a time: a decoder predicts at every position, and the whole (N, V)
-    softmax in fp32, which the plain loss writes and reads several times, is most of a small model's step on a CPU."""
+    """The mean next-token cross-entropy of (N, V) logits, F.cross_entropy(logits.float(), targets, ignore_index=-100),
+    with its gradient, in one pass 256 rows at a time: a decoder predicts at every position, and the plain loss's whole
+    (N, V) softmax in fp32, written and read several times, is most of a small model's step on a CPU."""
 
     @staticmethod
     def forward(ctx, logits, targets, rows=256):
         keep = targets >= 0  # (N,): -100 marks a position that predicts nothing
         targets, count = targets.clamp(min=0), keep.sum().clamp(min=1)
-        lse = torch.cat([torch.logsumexp(c.float(), -1) for c in logits.split(rows)])  # (N,): log of the softmax sum
-        ctx.save_for_backward(logits, targets, keep, lse, count)
-        ctx.rows = rows
+        lse, grad = torch.empty(len(logits), device=logits.device), torch.empty_like(logits)
+        for i in range(0, len(logits), rows):
+            x = logits[i:i + rows].to(torch.float32, copy=True)  # (rows, V), then exp(x - top)
+            sums = x.sub_(top := x.amax(-1, keepdim=True)).exp_().sum(-1, keepdim=True)
+            lse[i:i + rows], grad[i:i + rows] = (top + sums.log())[:, 0], x.div_(sums)  # log of the sum; softmax
+        grad[torch.arange(len(targets)), targets] -= 1  # d loss / d logits = (softmax - one-hot) / count, kept rows
+        ctx.save_for_backward(grad, keep / count)
         return ((lse - logits.gather(1, targets[:, None])[:, 0].float()) * keep).sum() / count
 
     @staticmethod
-    def backward(ctx, grad):  # d loss / d logits = (softmax - one-hot) / count, on the kept rows
-        logits, targets, keep, lse, count = ctx.saved_tensors
-        out, scale = torch.empty_like(logits), keep * (grad / count)  # (N, V), (N,)
-        for chunk, lse_c, scale_c, out_c in zip(*(t.split(ctx.rows) for t in (logits, lse, scale, out))):
-            out_c.copy_((chunk.float() - lse_c[:, None]).exp_() * scale_c[:, None])
-        out[torch.arange(len(targets)), targets] -= scale.to(out.dtype)
-        return out, None, None
+    def backward(ctx, g):
+        grad, scale = ctx.saved_tensors
+        return grad * (scale * g).to(grad.dtype)[:, None], None, None
 
 
 class Model(nn.Module):
@@ -467,6 +467,7 @@ import argparse
 import ast
 import atexit
 import contextlib
+import ctypes
 import dataclasses
 import glob
 import hashlib
@@ -928,10 +929,12 @@ def setup_runtime(args):
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_RANK", 0))  # a launcher may show each rank only its own GPU
     device = torch.device(f"cuda:{local % torch.cuda.device_count()}" if name == "cuda" else name)
+    if sys.platform == "linux":  # glibc returns a large freed tensor to the OS and faults it back
+        for option in (-3, -1):  # in, zeroed, the next step: M_MMAP_ and M_TRIM_THRESHOLD to 1 GB
+            ctypes.CDLL(None).mallopt(option, 1 << 30)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True  # for the fp32 products autocast leaves
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 left
     dtype = args.dtype
     if dtype == "auto":  # bf16 where the device computes it natively: on a CPU, AVX-512 BF16 or AMX
         bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: (
