@@ -155,7 +155,7 @@ def bench_one(name, args, device, amp):
     runs = {"ours": (ours, lambda b: module.compute_loss(ours, b, cfg)[0], module.configure_optimizer(ours, cfg, device)),
             "hf": (theirs, their_loss, torch.optim.AdamW(theirs.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                                           eps=cfg.adam_eps, weight_decay=cfg.weight_decay,
-                                                          fused=device.type == "cuda"))}
+                                                          fused=device.type != "mps"))}
     for who, (model, loss_fn, optimizer) in runs.items():
         if args.compile:  # the same for both: forward and loss in one compiled graph
             loss_fn = torch.compile(loss_fn)

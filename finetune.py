@@ -384,7 +384,7 @@ def fine_tune(mod, clf, task, data, recipe, seed, rt, log, tag):
     pad_id = clf.pad_id
     opt_cfg = clf.model.cfg
     optimizer = torch.optim.AdamW(mod.finetune_groups(clf, recipe), lr=recipe.lr, betas=tuple(opt_cfg.betas),
-                                  eps=opt_cfg.adam_eps)
+                                  eps=opt_cfg.adam_eps, fused=rt.device.type != "mps")
     rng = np.random.default_rng(seed)
     steps = recipe.epochs * math.ceil(len(data["train"]["lengths"]) / recipe.batch_size)
     warmup = max(1, round(recipe.warmup * steps))
