@@ -42,8 +42,8 @@ def run_script(*args, cwd=None, env=None):
 
 @pytest.fixture(scope="session")
 def gpt_tokenizer(corpus, tmp_path_factory):
-    """One tokenizer for every gpt.py run of the suite: BPE training breaks ties between equally frequent pairs
-    differently from run to run, so runs compared with each other must share the run folder's tokenizer."""
+    """One tokenizer for every gpt.py run of the suite, trained once to save the time (training is deterministic:
+    tests/test_tokenizers.py)."""
     import gpt
 
     path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
@@ -57,8 +57,7 @@ def training_documents(module, corpus):
 
 
 def tokenizer_file(module, corpus, folder):
-    """`module`'s tokenizer trained once on the test corpus, saved as folder/tokenizer.json: runs compared with
-    each other must share it (see gpt_tokenizer)."""
+    """`module`'s tokenizer trained once on the test corpus, saved as folder/tokenizer.json (see gpt_tokenizer)."""
     path = Path(folder) / "tokenizer.json"
     module.train_tokenizer(training_documents(module, corpus), module.PRESETS["tiny"]).save(str(path))
     return path

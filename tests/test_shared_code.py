@@ -16,9 +16,11 @@ SCRIPTS = [ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta", "albert", 
 CANONICAL = ROOT / "gpt.py"
 FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====\n"
 # lines below the fence, and above it per script: the paper parts may only shrink (they grew by what left the
-# fence: the optimiser and the fine-tuning groups; gpt.py by its blockwise loss, LMLoss, 26 lines)
+# fence: the optimiser and the fine-tuning groups; gpt.py by its blockwise loss, LMLoss, 26 lines; and by the
+# deterministic tokenizer training, 10 lines in gpt, bert and electra, 9 in albert)
 PLUMBING_BUDGET = 873  # measured; the goal is 500 (docs/layout.md): only a new feature may raise it
-PAPER_BUDGET = {"gpt": 437 + 18 + 26, "bert": 548 + 18, "roberta": 507 + 18, "albert": 600 + 18, "electra": 657 + 30}
+PAPER_BUDGET = {"gpt": 437 + 18 + 26, "bert": 548 + 18 + 10, "roberta": 507 + 18, "albert": 600 + 18 + 9,
+                "electra": 657 + 30 + 10}
 SECTIONS = ["config", "model", "objective", "tokenizer", "fine-tuning", "demo", "checkpoints: the Hugging Face layout"]
 
 
