@@ -1,9 +1,11 @@
 """Compare the five pretraining objectives at equal compute: one encoder shape, one FLOP budget, one downstream task.
 
 Each paper script pretrains from scratch, with the same shape, corpus, tokenizer size, batch and schedule shape, for
-as many steps as the budget buys its objective (FLOPs counted as the ELECTRA paper counts them); the checkpoints at
-1/8, 1/4, 1/2 and all of the budget are fine-tuned with finetune.py (the paper's recipe, the same seeds and splits
-for all), beside a randomly initialised model as the floor. Out come results.md, results.json and score_vs_flops.png.
+as many steps as the budget buys its objective (FLOPs counted as the ELECTRA paper counts them). A linear probe on
+frozen features scores the checkpoints at 1/8, 1/4, 1/2 and all of the budget, and a randomly initialised model of
+the same shape as the floor; finetune.py (the paper's recipe, the same seeds and splits for all) fine-tunes the last
+checkpoint and the floor. Gains over the floor and differences against BERT come with bootstrap 95% intervals. Out
+come results.md (its reading written from the numbers), results.json and score_vs_flops.png.
 
     python compare.py                        # tiny size, built-in task: 10-11 minutes on 2 CPU cores
     python compare.py --dry-run              # the plan only: steps per paper and the estimated time
@@ -28,6 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import finetune
@@ -38,13 +41,15 @@ FRACTIONS = [(1, 8), (1, 4), (1, 2), (1, 1)]  # the checkpoints kept: the ELECTR
 # One shape per size, for every paper; each paper's own settings (learning rate, initialisation, dropout, masking)
 # come from its preset, `preset`, except where `lr` sets one rate for all. `papers`: what a paper's architecture
 # adds to the shape (ALBERT's factorised embedding E, ELECTRA's embedding E and generator width). `seeds`: the
-# fine-tuning seeds per checkpoint unless --seeds says (tiny: 2, so that five papers fit 15 minutes on 2 CPU cores).
+# fine-tuning seeds of the last checkpoint and of the floor unless --seeds says.
 SIZES = {
-    # ours: the tiny presets' width and depth with sequences of 64, minutes per paper on 2 CPU cores
-    "tiny": {"shape": dict(layers=2, hidden=128, heads=2, ffn=512, vocab_size=4096, seq_len=64, batch_size=32,
+    # ours: the tiny presets' width and depth, a minute or two per paper on 2 CPU cores. Sequences of 32, as the
+    # tiny ELECTRA preset: at 64, ELECTRA's discriminator stayed at the constant guess (AUC 0.52 after 891 steps);
+    # at 32 its AUC passes 0.56 by step 500
+    "tiny": {"shape": dict(layers=2, hidden=128, heads=2, ffn=512, vocab_size=4096, seq_len=32, batch_size=64,
                            grad_accum=1),
              "papers": {"albert": {"embed": 64}, "electra": {"embed": 128, "gen_size": 1 / 4}},
-             "preset": "tiny", "lr": None, "budget": 3e12, "seeds": 2},
+             "preset": "tiny", "lr": None, "budget": 2.4e13, "seeds": 3},
     # ELECTRA-Small's shape (ELECTRA Table 6) and its learning rate for all, as the ELECTRA paper trained BERT-Small
     "small": {"shape": dict(layers=12, hidden=256, heads=4, ffn=1024, vocab_size=30522, seq_len=128, batch_size=128,
                             grad_accum=1),
@@ -58,11 +63,17 @@ SIZES = {
 }
 DERIVED = ("steps", "warmup", "schedule", "max_predictions", "log_interval", "eval_interval")  # set by the plan
 WARMUP = 0.05  # one schedule shape for all: linear warmup over the first 5% of the steps, then linear decay to 0
-PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM: BERT's release, 20 at length 128
-# what the plan assumes before a stage has been timed, in counted FLOPs per second: cpu as measured on 2 cores at
-# the tiny size; cuda and mps are guesses, not measurements
-RATE = {"cpu": 9e10, "cuda": 1e14, "mps": 5e12}
+PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM at 15% masking: BERT's release, 20 at
+# length 128; a masking rate set with --set scales it
+# what the plan assumes before a stage has been timed, in counted FLOPs per second: cpu as the default runs of the
+# tiny presets measured on 2 cores in bf16 (2.2e11-3.4e11); cuda and mps are guesses, not measurements
+RATE = {"cpu": 2.5e11, "cuda": 1e14, "mps": 5e12}
 SETUP = 10  # seconds a paper script spends on the default corpus before its first step (tokenizer, examples)
+
+# each paper's own pretraining metrics, shown beside the downstream scores
+OWN_METRICS = {"gpt": ["val_loss"], "bert": ["val_mlm_acc", "val_nsp_acc"], "roberta": ["val_mlm_acc"],
+               "albert": ["val_mlm_acc", "val_sop_acc"], "electra": ["val_mlm_acc", "val_auc"]}
+PROBE_STEPS = 300  # the probe's full-batch optimiser steps
 
 # The papers' own numbers, for reference beside ours: GLUE dev score and pretraining FLOPs (ELECTRA, Table 1)
 REFERENCE = [
@@ -195,8 +206,6 @@ def paper_config(mod, paper, size, overrides):
     spec = SIZES[size]
     base = mod.PRESETS[spec["preset"]]
     shape = dict(spec["shape"], **spec["papers"].get(paper, {}))
-    if hasattr(base, "max_predictions"):
-        shape["max_predictions"] = round(PREDICTIONS * shape["seq_len"])
     if spec["lr"] is not None:
         shape["lr"] = spec["lr"]
     for field, value in overrides.get(paper, {}).items():
@@ -209,6 +218,8 @@ def paper_config(mod, paper, size, overrides):
             raise UserError(f"--set {paper}.{field}={value!r}: give a number of 0 or more, like its default "
                             f"{default!r}")
         shape[field] = value
+    if hasattr(base, "max_predictions"):  # room for the masking rate's share of a sequence, --set's too
+        shape["max_predictions"] = round(PREDICTIONS * shape["seq_len"] * shape.get("mask_prob", base.mask_prob) / 0.15)
     cfg = dataclasses.replace(base, **shape)
     sizes = {"max_len": cfg.max_len - cfg.seq_len + 1, "embed": getattr(cfg, "embed", 1),
              "gen_size": getattr(cfg, "gen_hidden", 1), "type_vocab": getattr(cfg, "type_vocab", 1)}
@@ -304,14 +315,18 @@ def print_plan(p, args, task, device):
           f"{'kept at steps (1/8 1/4 1/2 1)':<32}{'est. time':>9}")
     for r in rows:
         print(f"{r['paper']:<8} {r['parameters']:>11,} {r['flops_per_step']:>11.3g} {r['lookups']:>8.0%} "
-              f"{r['steps']:>8,}  {' '.join(map(str, r['kept'])):<32}{clock(pretrain_seconds(r, device)):>9}")
+              f"{r['steps']:>8,}  {' '.join(map(str, r['kept'])):<32}"
+              f"{clock(stage_seconds('pretrain', r, p, args, task, device)):>9}")
     print("(lookups: the share of the counted FLOPs that are embedding lookups, counted as one-hot products as the "
           "ELECTRA paper counts them)")
-    n = len(rows) * (len(FRACTIONS) * args.seeds + args.seeds)
-    finetuning, total = n * finetune_seconds(p, task, args.size, device), total_estimate(p, args, task, device)
-    print(f"fine-tuning: {len(rows) * len(FRACTIONS)} checkpoints and {len(rows)} random-init floors, {n} runs in "
-          f"all, about {clock(finetuning)}; total about {clock(total)} (estimates until the first stages are timed)",
-          flush=True)
+    probing = sum(stage_seconds("probe", r, p, args, task, device) for r in rows)
+    finetuning = sum(stage_seconds("finetune", r, p, args, task, device) for r in rows)
+    total = total_estimate(p, args, task, device)
+    print(f"probes: {len(rows) * (len(FRACTIONS) + 1)} models (the kept checkpoints and a random init of each paper), "
+          f"about {clock(probing)}; fine-tuning: the {len(rows)} last checkpoints and their random inits, "
+          f"{args.seeds} seed(s) each, {2 * len(rows) * args.seeds} runs, about {clock(finetuning)}; total about "
+          f"{clock(total)}, {1 - (probing + finetuning) / total:.0%} of it pretraining (estimates until the first "
+          "stages are timed)", flush=True)
 
 
 def finetune_seconds(p, task, size, device):
@@ -323,13 +338,17 @@ def finetune_seconds(p, task, size, device):
     return max(5.0, compute)  # at least the seconds of building, encoding and exporting
 
 
+def stage_seconds(what, row, p, args, task, device):
+    """The estimated seconds of one stage, until stages of its kind have been timed."""
+    if what == "pretrain":
+        return row["flops"] / RATE[device.type] + SETUP
+    if what == "probe":  # forward passes over the task for five models: cheap beside the rest
+        return (len(FRACTIONS) + 1) * max(2.0, finetune_seconds(p, task, args.size, device) / 30)
+    return 2 * args.seeds * finetune_seconds(p, task, args.size, device)
+
+
 def total_estimate(p, args, task, device):
-    runs = len(p["rows"]) * (len(FRACTIONS) + 1) * args.seeds
-    return sum(pretrain_seconds(r, device) for r in p["rows"]) + runs * finetune_seconds(p, task, args.size, device)
-
-
-def pretrain_seconds(row, device):
-    return row["flops"] / RATE[device.type] + SETUP
+    return sum(stage_seconds(w, r, p, args, task, device) for w in ("pretrain", "probe", "finetune") for r in p["rows"])
 
 
 def clock(seconds):
@@ -414,34 +433,100 @@ def pretrain(row, args, out, data):
     return record, True
 
 
-def fine_tune(row, fraction, args, out, pretrain_key):
-    """Fine-tune the checkpoint of one fraction with finetune.py; at the whole budget, also the random-init floor."""
+def fine_tune(row, args, out, pretrain_key):
+    """Fine-tune the checkpoint of the whole budget with finetune.py, and the random-init floor beside it."""
     paper = row["paper"]
-    steps = row["kept"][FRACTIONS.index(fraction)]
-    whole = fraction[0] == fraction[1]
-    folder = out / "finetune" / f"{paper}-{fraction[0]}of{fraction[1]}"
+    folder = out / "finetune" / paper
     folder.mkdir(parents=True, exist_ok=True)
-    key = key_of(pretrain_key, steps, args.task, args.seeds, whole)
+    key = key_of(pretrain_key, args.task, args.seeds)
     record = read_stage(folder, key, f"a {paper} fine-tuning", redo=True)  # a new task or seeds: fine-tune again
     if record and record["done"]:
         return record, False
     write_stage(folder, {"key": key, "done": False})
-    ckpt = out / "pretrain" / paper / f"ckpt-{steps}.pt"
+    ckpt = out / "pretrain" / paper / f"ckpt-{row['steps']}.pt"
     argv = [paper, "--ckpt", str(ckpt), "--task", args.task, "--seeds", str(args.seeds), "--out", str(folder),
-            "--device", args.device] + ([] if whole else ["--no-baseline"])
+            "--device", args.device, "--max-len", str(row["config"].seq_len)]  # the positions pretraining trained
     t0 = time.time()
     try:
         with quiet(folder / "finetune.log"):
             finetune.main(argv)
     except finetune.UserError as e:
-        raise UserError(f"fine-tuning {paper} at {fraction_label(*fraction)}: {e} (log: {folder / 'finetune.log'})"
-                        ) from None
+        raise UserError(f"fine-tuning {paper}: {e} (log: {folder / 'finetune.log'})") from None
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"fine-tuning {paper}: out of GPU memory; free the GPU or fine-tune on --device cpu") from None
     results = json.loads((folder / "results.json").read_text())
     record = {"key": key, "done": True, "seconds": time.time() - t0, "results": results}
     write_stage(folder, record)
     return record, True
+
+
+# --- the probe: what the frozen features already hold of the task ---
+
+
+def probe(mod, model, task, device):
+    """Which dev examples (1 right, 0 wrong) a linear probe on the model's frozen features gets right: each
+    example, in the paper's fine-tuning input format, as its final hidden states averaged over its tokens; a
+    logistic regression on the standardised features of the training split (full batch, Adam, from zeros). No
+    dropout and no random draw: the same model always gives the same answers."""
+    torch.manual_seed(0)  # GPT-1's task tokens join its embedding table as random rows
+    clf = mod.Classifier(model, len(task["labels"]), mod.RECIPES["paper"])
+    model = clf.model.to(device).eval()
+    features = []
+    for examples in (task["train"], next(iter(task["dev"].values()))):
+        data = finetune.encode_task(mod, model.tokenizer, examples, model.cfg.seq_len, False)  # positions trained
+        x = torch.empty(len(examples), model.cfg.hidden)
+        with torch.no_grad():
+            for rows, batch in zip(finetune.groups(data, 64), finetune.batches(data, 64, clf.pad_id)):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                types = batch["token_type_ids"] if mod.__name__ in ("bert", "albert", "electra") else None
+                h = model.encode(batch["input_ids"], batch["attention_mask"], types).float()  # (B, T, H)
+                mask = batch["attention_mask"][..., None].float()  # (B, T, 1)
+                x[torch.from_numpy(rows)] = ((h * mask).sum(1) / mask.sum(1)).cpu()
+        features.append((x, torch.from_numpy(data["labels"])))
+    (train_x, train_y), (dev_x, dev_y) = features
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    layer = torch.nn.Linear(train_x.shape[1], len(task["labels"]))
+    torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=1e-3)
+    for _ in range(PROBE_STEPS):
+        loss = torch.nn.functional.cross_entropy(layer((train_x - mean) / std), train_y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return (layer((dev_x - mean) / std).argmax(-1) == dev_y).int().tolist()
+
+
+def probe_stage(row, args, out, task, device, pretrain_key):
+    """The probe of every kept checkpoint of one paper, and of a randomly initialised model (its floor)."""
+    paper = row["paper"]
+    folder = out / "probe" / paper
+    folder.mkdir(parents=True, exist_ok=True)
+    key = key_of(pretrain_key, args.task, PROBE_STEPS)
+    record = read_stage(folder, key, f"a {paper} probe", redo=True)
+    if record and record["done"]:
+        return record, False
+    mod = importlib.import_module(paper)
+    t0, right = time.time(), {}
+    for (a, b), steps in zip(FRACTIONS, row["kept"]):
+        right[fraction_name(a, b)] = probe(mod, mod.model_from_checkpoint(out / "pretrain" / paper /
+                                                                          f"ckpt-{steps}.pt"), task, device)
+    torch.manual_seed(0)
+    floor = mod.Model(row["config"])
+    floor.tokenizer = mod.model_from_checkpoint(out / "pretrain" / paper / f"ckpt-{row['steps']}.pt").tokenizer
+    right["floor"] = probe(mod, floor, task, device)
+    record = {"key": key, "done": True, "seconds": time.time() - t0, "right": right}
+    write_stage(folder, record)
+    return record, True
+
+
+def interval(differences, draws=10_000):
+    """The mean of paired differences (per dev example, or per seed) and its 95% bootstrap interval: the pairs
+    resampled with replacement, the same draws every time."""
+    d = np.asarray(differences, dtype=np.float64)
+    means = d[np.random.default_rng(0).integers(0, len(d), (draws, len(d)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(d.mean()), "low": float(low), "high": float(high), "beyond_noise": bool(low > 0 or high < 0)}
 
 
 # --- results ---
@@ -451,32 +536,73 @@ def collect(p, args, out, task, records):
     """results.json: everything the table and the plot show."""
     metric = task["metrics"][0]
     first_dev = next(iter(task["dev"]))
-    papers = {}
+    papers, right = {}, {r["paper"]: records[("probe", r["paper"])]["right"] for r in p["rows"]}
     for r in p["rows"]:
         paper = r["paper"]
-        pre = records[("pretrain", paper)]
-        fractions = {}
-        for (a, b), steps in zip(FRACTIONS, r["kept"]):
-            res = records[(paper, (a, b))]["results"]
-            fractions[fraction_name(a, b)] = {
-                "steps": steps, "flops": steps * r["flops_per_step"],
-                "score": res["pretrained"][first_dev][metric], "test": res.get("test", {}).get(metric),
-                "pretraining": pre.get("evaluations", {}).get(str(steps), {})}
-        last = records[(paper, FRACTIONS[-1])]["results"]
+        pre, tuned = records[("pretrain", paper)], records[("finetune", paper)]["results"]
+        fractions = {fraction_name(a, b): {"steps": steps, "flops": steps * r["flops_per_step"],
+                                           "probe": float(np.mean(right[paper][fraction_name(a, b)])),
+                                           "pretraining": pre.get("evaluations", {}).get(str(steps), {})}
+                     for (a, b), steps in zip(FRACTIONS, r["kept"])}
+        ours, floor = tuned["pretrained"][first_dev][metric], tuned["scratch"][first_dev][metric]
         papers[paper] = {"parameters": r["parameters"], "discriminator": r["discriminator"],
                          "flops_per_step": r["flops_per_step"], "lookup_share": r["lookups"], "steps": r["steps"],
-                         "flops": r["flops"], "recipe": last["recipe"],
-                         "pretraining_seconds": pre["seconds"], "config": dataclasses.asdict(r["config"]),
-                         "fractions": fractions, "floor": last["scratch"][first_dev][metric]}
-    majority = last["majority"][first_dev][metric]  # the task's, the same in every paper's results
+                         "flops": r["flops"], "recipe": tuned["recipe"], "pretraining_seconds": pre["seconds"],
+                         "config": dataclasses.asdict(r["config"]), "fractions": fractions,
+                         "probe": interval(right[paper]["1"]), "probe_floor": interval(right[paper]["floor"]),
+                         "probe_gain": interval(np.subtract(right[paper]["1"], right[paper]["floor"])),
+                         "finetuned": ours, "finetuned_floor": floor,
+                         "finetune_gain": interval(np.subtract(ours["each"], floor["each"])),
+                         "test": tuned.get("test", {}).get(metric)}
+    versus = {f"{paper} - bert": {"probe": interval(np.subtract(right[paper]["1"], right["bert"]["1"])),
+                                  "finetuned": interval(np.subtract(papers[paper]["finetuned"]["each"],
+                                                                    papers["bert"]["finetuned"]["each"]))}
+              for paper in ("roberta", "albert", "electra") if paper in papers and "bert" in papers}
     return {"size": args.size, "budget": p["budget"], "task": task["name"], "metric": metric, "dev_split": first_dev,
-            "seeds": args.seeds, "shape": SIZES[args.size]["shape"], "warmup": WARMUP, "set": args.set or [],
-            "majority": majority, "papers": papers,
+            "dev_examples": len(task["dev"][first_dev]), "seeds": args.seeds, "shape": SIZES[args.size]["shape"],
+            "warmup": WARMUP, "set": args.set or [], "majority": tuned["majority"][first_dev][metric],
+            "papers": papers, "versus_bert": versus,
             "reference": [{"model": m, "parameters": n, "flops": f, "glue_dev": g} for m, n, f, g in REFERENCE]}
 
 
+def signed(i):
+    """A difference with its interval, and whether the interval leaves out zero."""
+    return (f"{i['mean']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]"
+            + (" **beyond the noise**" if i["beyond_noise"] else " within the noise"))
+
+
+def own_metrics(paper, evaluation):
+    """The paper's own pretraining metrics of one evaluation, in words."""
+    names = {"val_loss": "loss", "val_mlm_acc": "MLM acc", "val_nsp_acc": "NSP acc", "val_sop_acc": "SOP acc",
+             "val_auc": "AUC"}
+    shown = OWN_METRICS[paper] if all(k in evaluation for k in OWN_METRICS[paper]) else []
+    return ", ".join(f"{names[k]} {evaluation[k]:.3f}" for k in shown) or "-"
+
+
+def reading(results):
+    """The reading of the table, sentence by sentence, from its numbers."""
+    lines = []
+    for paper, r in results["papers"].items():
+        probe, tuned = r["probe_gain"], r["finetune_gain"]
+        verdict = {True: "beats", False: "does not beat"}[probe["low"] > 0]
+        lines.append(f"- {paper} {verdict} its random-init floor on the probe beyond the noise "
+                     f"({probe['mean']:+.3f}, interval {probe['low']:+.3f} to {probe['high']:+.3f}); fine-tuned, "
+                     f"{'beyond' if tuned['low'] > 0 else 'not beyond'} the noise ({tuned['mean']:+.3f}, "
+                     f"{tuned['low']:+.3f} to {tuned['high']:+.3f}).")
+    for name, v in results["versus_bert"].items():
+        a = name.split(" - ")[0]
+        for what in ("probe", "finetuned"):
+            i = v[what]
+            side = ("ahead of" if i["mean"] > 0 else "behind") if i["beyond_noise"] else "level with (within the noise)"
+            lines.append(f"- {'Probed' if what == 'probe' else 'Fine-tuned'}, {a} is {side} BERT: {i['mean']:+.3f} "
+                         f"({i['low']:+.3f} to {i['high']:+.3f}).")
+    beaten = sum(r["probe_gain"]["low"] > 0 for r in results["papers"].values())
+    lines.append(f"- {beaten} of {len(results['papers'])} papers beat their floor on the probe beyond the noise.")
+    return lines
+
+
 def write_table(results, path):
-    """results.md: the settings, our measured table, and the papers' numbers beside it."""
+    """results.md: the settings, our measured tables, their reading, and the papers' numbers beside them."""
     metric = results["metric"]
     s = results["shape"]
     cfgs = {paper: r["config"] for paper, r in results["papers"].items()}
@@ -485,26 +611,39 @@ def write_table(results, path):
          f"{round(cfgs['electra']['hidden'] * cfgs['electra']['gen_size'])}"] if "electra" in cfgs else [])
     lines = [f"# {len(cfgs)} objectives at equal pretraining compute ({results['size']} size)", "",
              f"Each paper pretrained from scratch for {results['budget']:.3g} FLOPs (counted as the ELECTRA paper "
-             f"counts them), then fine-tuned on the `{results['task']}` task: dev {metric}, median over "
-             f"{results['seeds']} seed(s) ± half the range. Shape for all: {s['layers']} layers, "
-             f"hidden {s['hidden']}, {s['heads']} heads, FFN {s['ffn']}, vocabulary {s['vocab_size']:,}, "
-             f"sequences of {s['seq_len']}, "
+             f"counts them). Shape for all: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, "
+             f"FFN {s['ffn']}, vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, "
              f"batch {s['batch_size'] * s['grad_accum']}" + "".join(f"; {e}" for e in extras) + "."
              + (f" Settings changed: {', '.join(results['set'])}." if results["set"] else ""), "",
-             "| paper | parameters | FLOPs / step (lookups) | steps | pretraining | fine-tuning | "
-             + " | ".join(fraction_label(a, b) for a, b in FRACTIONS) + " | random init |",
-             "|---|---:|---:|---:|---:|---|" + "---:|" * len(FRACTIONS) + "---:|"]
+             f"Task `{results['task']}`, dev {metric} on {results['dev_examples']} examples; always answering the "
+             f"most frequent class: {results['majority']:.3f}. **Probe**: a logistic regression on the frozen "
+             "features (final hidden states averaged over the tokens), for every kept checkpoint and for a randomly "
+             "initialised model of the same shape (the floor); deterministic. **Fine-tuned**: the paper's recipe "
+             f"on the checkpoint of the whole budget and on the floor, median of {results['seeds']} seeds. Gains and "
+             "differences are paired (the same dev examples for the probe, the same seeds for fine-tuning), with a "
+             "bootstrap 95% interval.", "",
+             "| paper | parameters | FLOPs / step (lookups) | steps | pretraining | own metrics, 1/8 → all | "
+             + " | ".join(f"probe at {fraction_name(a, b)}" for a, b in FRACTIONS)
+             + " | probe, random init | probe gain | fine-tuned | fine-tuned, random init | fine-tuning gain |",
+             "|---|---:|---:|---:|---:|---|" + "---:|" * len(FRACTIONS) + "---:|---|---:|---:|---|"]
     for paper, r in results["papers"].items():
         params = f"{r['parameters']:,}" + (f" ({r['discriminator']:,} kept)" if paper == "electra" else "")
-        cells = [f"{f['score']['median']:.3f} ± {f['score']['spread']:.3f}" for f in r["fractions"].values()]
-        recipe = f"lr {r['recipe']['lr']:g}, {r['recipe']['epochs']} epochs"
+        f = list(r["fractions"].values())
+        own = f"{own_metrics(paper, f[0]['pretraining'])} → {own_metrics(paper, f[-1]['pretraining'])}"
         lines.append(f"| {paper} | {params} | {r['flops_per_step']:.3g} ({r['lookup_share']:.0%}) | {r['steps']:,} | "
-                     f"{r['pretraining_seconds']:.0f} s | {recipe} | " + " | ".join(cells)
-                     + f" | {r['floor']['median']:.3f} ± {r['floor']['spread']:.3f} |")
-    lines += ["", f"Always answering the most frequent class: {results['majority']:.3f}. Lookups: the share of the "
-              "counted FLOPs that are embedding lookups, counted as one-hot products (as the paper counts them). "
-              "Each seed's score, the best seed's test score and the pretraining validation metrics at every kept "
-              "step are in results.json.", "",
+                     f"{r['pretraining_seconds']:.0f} s | {own} | " + " | ".join(f"{x['probe']:.3f}" for x in f)
+                     + f" | {r['probe_floor']['mean']:.3f} | {signed(r['probe_gain'])} | "
+                     f"{r['finetuned']['median']:.3f} ± {r['finetuned']['spread']:.3f} | "
+                     f"{r['finetuned_floor']['median']:.3f} ± {r['finetuned_floor']['spread']:.3f} | "
+                     f"{signed(r['finetune_gain'])} |")
+    if results["versus_bert"]:
+        lines += ["", "Against BERT, paired:", "", "| difference | probe | fine-tuned |", "|---|---|---|"]
+        lines += [f"| {name} | {signed(v['probe'])} | {signed(v['finetuned'])} |"
+                  for name, v in results["versus_bert"].items()]
+    lines += ["", "Reading (written by the run from the numbers above):", ""] + reading(results)
+    lines += ["", "Each seed's score, the best seed's test score and the pretraining validation metrics at every "
+              "kept step are in results.json. Lookups: the share of the counted FLOPs that are embedding lookups, "
+              "counted as one-hot products (as the paper counts them).", "",
               "The papers' own numbers, for reference (ELECTRA Table 1: GLUE dev score, pretraining FLOPs):", "",
               "| model | parameters | pretraining FLOPs | GLUE dev |", "|---|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['parameters']} | {r['flops']:.1e} | {r['glue_dev']} |"
@@ -513,8 +652,9 @@ def write_table(results, path):
 
 
 def plot(results, path):
-    """score_vs_flops.png: the downstream score against pretraining FLOPs, a line per paper with the seeds' range
-    shaded; the random-init floors and the majority class as horizontal lines."""
+    """score_vs_flops.png. Left: the probe's dev score against pretraining FLOPs, a line per paper, its random-init
+    floor dashed in the same colour, the whole budget's 95% interval as an error bar. Right: each paper's gain over
+    its floor, probed and fine-tuned, with their intervals."""
     try:
         import matplotlib
 
@@ -523,20 +663,32 @@ def plot(results, path):
     except ImportError:
         print("matplotlib is not installed, so no plot (pip install matplotlib); the table and JSON are written")
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for paper, r in results["papers"].items():
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    names = list(results["papers"])
+    for k, (paper, r) in enumerate(results["papers"].items()):
         x = [f["flops"] for f in r["fractions"].values()]
-        each = [f["score"]["each"] for f in r["fractions"].values()]
-        line, = ax.plot(x, [f["score"]["median"] for f in r["fractions"].values()], "o-", label=paper)
-        ax.fill_between(x, [min(e) for e in each], [max(e) for e in each], color=line.get_color(), alpha=0.15)
-    floors = [r["floor"]["median"] for r in results["papers"].values()]
-    ax.axhspan(min(floors), max(floors) + 1e-4, color="grey", alpha=0.25, label="random init (range over papers)")
-    ax.axhline(results["majority"], color="grey", linestyle=":", label="majority class")
-    ax.set_xscale("log")
-    ax.set_xlabel("pretraining FLOPs")
-    ax.set_ylabel(f"dev {results['metric']} ({results['task']} task)")
-    ax.set_title(f"Objectives at equal compute ({results['size']}, median of {results['seeds']} seeds)")
-    ax.legend(fontsize=8)
+        line, = left.plot(x, [f["probe"] for f in r["fractions"].values()], "o-", label=paper)
+        colour = line.get_color()
+        left.errorbar(x[-1], r["probe"]["mean"], yerr=[[r["probe"]["mean"] - r["probe"]["low"]],
+                                                       [r["probe"]["high"] - r["probe"]["mean"]]], color=colour,
+                      capsize=3)
+        left.axhline(r["probe_floor"]["mean"], color=colour, linestyle="--", linewidth=1)
+        for offset, (what, marker) in ((-0.15, ("probe_gain", "o")), (0.15, ("finetune_gain", "s"))):
+            g = r[what]
+            right.errorbar(k + offset, g["mean"], yerr=[[g["mean"] - g["low"]], [g["high"] - g["mean"]]],
+                           color=colour, marker=marker, capsize=3, linestyle="none",
+                           label={"probe_gain": "probe", "finetune_gain": "fine-tuned"}[what] if k == 0 else None)
+    left.axhline(results["majority"], color="grey", linestyle=":", label="majority class")
+    left.set_xscale("log")
+    left.set_xlabel("pretraining FLOPs")
+    left.set_ylabel(f"probe: dev {results['metric']} ({results['task']} task)")
+    left.set_title(f"Objectives at equal compute ({results['size']}); dashed: random init")
+    left.legend(fontsize=8)
+    right.axhline(0, color="grey", linewidth=1)
+    right.set_xticks(range(len(names)), names)
+    right.set_ylabel("gain over the random-init floor")
+    right.set_title("whole budget, 95% intervals")
+    right.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -555,7 +707,8 @@ def build_parser():
                    help="pretraining FLOPs per paper (default: the size's: "
                         + ", ".join(f"{k} {v['budget']:.3g}" for k, v in SIZES.items()) + ")")
     p.add_argument("--task", default="builtin", help="the downstream task, as finetune.py takes it")
-    p.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds per checkpoint (default: the size's: "
+    p.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds of the last checkpoint and of the "
+                   "floor (default: the size's: "
                    + ", ".join(f"{k} {v['seeds']}" for k, v in SIZES.items()) + ")")
     p.add_argument("--data", default=None, help="the pretraining corpus, as the paper scripts take it (default: the "
                                                 "docs shipped with Python, written once to OUT/corpus.txt)")
@@ -566,11 +719,6 @@ def build_parser():
                         "(repeatable); its steps follow from the budget")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     return p
-
-
-def stage_name(what, paper):
-    """The key of a stage's record: ("pretrain", paper), or (paper, fraction) for a fine-tuning."""
-    return ("pretrain", paper) if what == "pretrain" else (paper, what)
 
 
 def pick_device(name):
@@ -610,39 +758,34 @@ def main(argv=None):
             Path(data + ".tmp").write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
             os.replace(data + ".tmp", data)
 
-    # a stage is (what, row): "pretrain", or the budget fraction whose checkpoint is fine-tuned
-    stages = [("pretrain", r) for r in p["rows"]] + [(f, r) for r in p["rows"] for f in FRACTIONS]
-    one_run = finetune_seconds(p, task, args.size, device)
-    estimate = {stage_name(what, r["paper"]): pretrain_seconds(r, device) if what == "pretrain" else
-                one_run * args.seeds * (2 if what[0] == what[1] else 1)  # the whole budget's adds the floor
-                for what, r in stages}
-    timed = {"pretrain": [0.0, 0.0], "finetune": [0.0, 0.0]}  # seconds measured, seconds estimated for those stages
+    # a stage is (what, row): pretraining, the probes of its kept checkpoints, fine-tuning its last one
+    stages = [(what, r) for what in ("pretrain", "probe", "finetune") for r in p["rows"]]
+    estimate = {(what, r["paper"]): stage_seconds(what, r, p, args, task, device) for what, r in stages}
+    timed = {what: [0.0, 0.0] for what in ("pretrain", "probe", "finetune")}  # seconds measured, and estimated
     records, t_start = {}, time.time()
     for i, (what, row) in enumerate(stages, 1):
         paper = row["paper"]
-        name = stage_name(what, paper)
-        label = (f"pretraining {paper}: {row['steps']:,} steps, {row['flops']:.3g} FLOPs" if what == "pretrain" else
-                 f"fine-tuning {paper} at {fraction_label(*what)} (step {row['kept'][FRACTIONS.index(what)]:,})"
-                 + (", and its random init" if what[0] == what[1] else ""))
+        label = {"pretrain": f"pretraining {paper}: {row['steps']:,} steps, {row['flops']:.3g} FLOPs",
+                 "probe": f"probing {paper}'s {len(FRACTIONS)} checkpoints and its random init",
+                 "finetune": f"fine-tuning {paper} at the whole budget (step {row['steps']:,}) and its random init, "
+                             f"{args.seeds} seed(s) each"}[what]
         print(f"[{i}/{len(stages)}] {label} ...", end="", flush=True)
         try:
             if what == "pretrain":
                 record, ran = pretrain(row, args, out, data)
+            elif what == "probe":
+                record, ran = probe_stage(row, args, out, task, device, records[("pretrain", paper)]["key"])
             else:
-                record, ran = fine_tune(row, what, args, out, records[("pretrain", paper)]["key"])
+                record, ran = fine_tune(row, args, out, records[("pretrain", paper)]["key"])
         except BaseException:
             print(flush=True)  # end the stage's line, so that an error starts its own
             raise
-        records[name] = record
+        records[(what, paper)] = record
         if ran:  # how far off the estimates of this kind of stage were, to correct the ones still to come
-            kind = "pretrain" if what == "pretrain" else "finetune"
-            timed[kind][0] += record["seconds"]
-            timed[kind][1] += estimate[name]
-        left = 0.0
-        for later_what, later_row in stages[i:]:
-            kind = "pretrain" if later_what == "pretrain" else "finetune"
-            factor = timed[kind][0] / timed[kind][1] if timed[kind][1] else 1.0
-            left += estimate[stage_name(later_what, later_row["paper"])] * factor
+            timed[what][0] += record["seconds"]
+            timed[what][1] += estimate[(what, paper)]
+        left = sum(estimate[(w, r["paper"])] * (timed[w][0] / timed[w][1] if timed[w][1] else 1.0)
+                   for w, r in stages[i:])
         print(f" {'done in ' + clock(record['seconds']) if ran else 'already done'}; about {clock(left)} left",
               flush=True)
 

@@ -3,6 +3,7 @@ a two-paper run end to end, resuming, and bad input."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,7 +105,7 @@ def test_each_paper_gets_the_steps_the_budget_buys_with_one_shape():
         assert cfg.steps == r["steps"] and cfg.warmup == round(0.05 * r["steps"])  # one schedule shape
         assert r["kept"] == [r["steps"] // 8, r["steps"] // 4, r["steps"] // 2, r["steps"]]
         if r["paper"] != "gpt":
-            assert cfg.max_predictions == 10  # 20 per 128 tokens for every masked LM
+            assert cfg.max_predictions == round(20 / 128 * cfg.seq_len)  # 20 per 128 tokens for every masked LM
     steps = {r["paper"]: r["steps"] for r in p["rows"]}
     # the costlier objectives get fewer steps: GPT-1 predicts every position, ELECTRA runs a generator too,
     # ALBERT's narrow embeddings cost less than the others'
@@ -120,6 +121,28 @@ def test_a_set_value_changes_the_steps_at_the_same_budget():
                                                            "--set", "electra.gen_size=0.5"]))["rows"][0]
     assert half["config"].gen_hidden == 64 and base["config"].gen_hidden == 32
     assert half["flops_per_step"] > base["flops_per_step"] and half["steps"] < base["steps"]
+
+
+@pytest.mark.parametrize("paper", ["bert", "roberta", "albert", "electra"])
+def test_a_masking_rate_set_is_the_rate_trained(paper):
+    """--set PAPER.mask_prob=0.4 masks 40% of a sequence's tokens: the cap on masked slots, which the comparison
+    sets for all, follows the rate (and with it the FLOPs of a step)."""
+    import importlib
+
+    mod = importlib.import_module(paper)
+    rows = {rate: compare.plan(compare.build_parser().parse_args(
+        ["--papers", paper, "--budget", "3e12"] + (["--set", f"{paper}.mask_prob={rate}"] if rate else [])))["rows"][0]
+        for rate in (None, 0.4)}
+    cfg = rows[0.4]["config"]
+    B, T = 64, cfg.seq_len
+    assert rows[None]["config"].max_predictions == round(T * 20 / 128)  # BERT's release: 20 at length 128
+    assert cfg.max_predictions == round(T * 20 / 128 * 0.4 / 0.15)
+    assert rows[0.4]["flops_per_step"] > rows[None]["flops_per_step"]
+    ids = np.full((B, T), 100)  # a row of plain tokens: every position may be masked
+    split = {"never_masked": np.array([0, 1, 2, 3, 4]), "mask_id": 4, "normal": np.arange(5, 200), "pad_id": 0,
+             "word_start": np.ones(200, bool)}
+    masked = mod.mask_tokens(ids, np.arange(B), 0, split, cfg)
+    assert abs((masked[2] != -100).sum() / (B * T) - 0.4) < 0.02, paper
 
 
 @pytest.fixture(scope="module")
@@ -151,18 +174,80 @@ def finished(corpus, small_task, tmp_path_factory):
 def test_a_two_paper_run_writes_the_table_json_and_plot(finished):
     results = json.loads((finished / "results.json").read_text())
     assert list(results["papers"]) == ["bert", "electra"]
+    dev = results["dev_examples"]
     for paper, r in results["papers"].items():
         assert r["steps"] * r["flops_per_step"] <= 3e11 < (r["steps"] + 1) * r["flops_per_step"]
         assert list(r["fractions"]) == ["1/8", "1/4", "1/2", "1"]
         for name, f in r["fractions"].items():
             assert f["flops"] == f["steps"] * r["flops_per_step"]
-            assert len(f["score"]["each"]) == 2 and all(0 <= v <= 1 for v in f["score"]["each"])
+            assert 0 <= f["probe"] <= 1 and round(f["probe"] * dev) == pytest.approx(f["probe"] * dev)  # k of dev
             assert math.isfinite(f["pretraining"]["val_loss"])  # evaluated at the kept step
-        assert len(r["floor"]["each"]) == 2
+        assert r["probe"]["mean"] == r["fractions"]["1"]["probe"]
+        assert r["probe_gain"]["mean"] == pytest.approx(r["probe"]["mean"] - r["probe_floor"]["mean"])
+        for tuned in (r["finetuned"], r["finetuned_floor"]):
+            assert len(tuned["each"]) == 2 and all(0 <= v <= 1 for v in tuned["each"])
+        gain = r["finetune_gain"]
+        assert gain["low"] <= gain["mean"] <= gain["high"]
+        assert gain["mean"] == pytest.approx(r["finetuned"]["mean"] - r["finetuned_floor"]["mean"])
     assert results["papers"]["electra"]["discriminator"] < results["papers"]["electra"]["parameters"]
+    versus = results["versus_bert"]["electra - bert"]
+    assert versus["probe"]["mean"] == pytest.approx(results["papers"]["electra"]["probe"]["mean"]
+                                                     - results["papers"]["bert"]["probe"]["mean"])
     table = (finished / "results.md").read_text()
     assert "| bert |" in table and "| electra |" in table and "ELECTRA-Small" in table
+    assert "| electra - bert |" in table and "Reading (written by the run" in table
     assert (finished / "score_vs_flops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_same_command_gives_the_same_results_in_another_process(finished, corpus, small_task, tmp_path):
+    """Cell for cell: the tokenizers, the pretraining and the fine-tuning are functions of the command. The second
+    run is another process, whose hash maps (which the tokenizer trainers follow) iterate in another order."""
+    done = run_script("compare.py", "--papers", "bert,electra", "--budget", "3e11", "--seeds", "2",
+                      "--task", small_task, "--data", corpus, "--out", tmp_path, "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    ours, theirs = (json.loads((out / "results.json").read_text()) for out in (finished, tmp_path))
+    for results in (ours, theirs):
+        for r in results["papers"].values():
+            assert r.pop("pretraining_seconds") > 0
+    assert ours == theirs
+    # BERT and ELECTRA train the same WordPiece vocabulary on the same text, as the ELECTRA paper gives them
+    assert (finished / "pretrain" / "bert" / "tokenizer.json").read_text() == (
+        tmp_path / "pretrain" / "electra" / "tokenizer.json").read_text()
+
+
+def test_the_interval_holds_the_mean_and_leaves_out_zero_only_for_a_clear_difference():
+    clear = compare.interval([1] * 30 + [0] * 10)  # a model right where the other is wrong, 30 times of 40
+    assert clear["mean"] == 0.75 and 0 < clear["low"] < 0.75 < clear["high"] <= 1 and clear["beyond_noise"]
+    mixed = compare.interval([1, -1] * 20 + [1])
+    assert mixed["low"] < 0 < mixed["high"] and not mixed["beyond_noise"]
+    assert compare.interval([0.02, 0.02, 0.02]) == {"mean": 0.02, "low": 0.02, "high": 0.02, "beyond_noise": True}
+    assert compare.interval([1, -1] * 20 + [1]) == mixed  # the same draws every time
+
+
+def test_the_probe_is_deterministic_and_reads_what_the_features_hold():
+    """Sentences of one template, a fruit (class 0) or a number (class 1) in them; dev has other words. A model
+    whose embeddings mark the class words is read perfectly; one whose embeddings are all zero gives every
+    sentence the same features, and the probe one answer: half right."""
+    words = [["apple", "pear", "plum", "fig", "lime", "date"], ["seven", "nine", "four", "five", "six", "ten"]]
+    make = lambda picks: [(f"the {w} is on the table", None, c) for c in (0, 1) for w in picks(words[c])]
+    task = {"name": "toy", "train": make(lambda w: w[:4]), "dev": {"dev": make(lambda w: w[4:])},
+            "labels": ["fruit", "number"], "metrics": ["accuracy"], "regression": False}
+    torch.manual_seed(0)
+    model = bert.Model(bert.PRESETS["tiny"])
+    model.tokenizer = bert.train_tokenizer([[a for a, _, _ in task["train"] + task["dev"]["dev"]] * 5],
+                                           bert.PRESETS["tiny"])
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        model.embeddings.tokens.weight.zero_()
+        model.embeddings.positions.weight.zero_()
+    assert sum(compare.probe(bert, model, task, cpu)) == 2
+    with torch.no_grad():
+        for c in (0, 1):
+            for w in words[c]:
+                model.embeddings.tokens.weight[model.tokenizer.token_to_id(w), 0] = 1.0 if c == 0 else -1.0
+    first = compare.probe(bert, model, task, cpu)
+    assert first == [1, 1, 1, 1]
+    assert compare.probe(bert, model, task, cpu) == first  # deterministic
 
 
 def test_the_kept_checkpoints_are_the_models_at_their_steps(finished):
@@ -182,12 +267,12 @@ def test_a_rerun_skips_finished_stages_and_redoes_a_missing_one(finished, corpus
 
     ckpt = finished / "pretrain" / "bert" / "ckpt.pt"
     before = ckpt.stat().st_mtime_ns
-    shutil.rmtree(finished / "finetune" / "electra-1of2")  # as if killed before that stage finished
+    shutil.rmtree(finished / "finetune" / "electra")  # as if killed before that stage finished
     capsys.readouterr()
     assert run_compare(corpus, small_task, finished) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
-    assert len(lines) == 10 and sum("already done" in line for line in lines) == 9
-    assert "electra at 1/2" in next(line for line in lines if "already done" not in line)
+    assert len(lines) == 6 and sum("already done" in line for line in lines) == 5
+    assert "fine-tuning electra" in next(line for line in lines if "already done" not in line)
     assert ckpt.stat().st_mtime_ns == before
 
 
