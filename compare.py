@@ -7,7 +7,7 @@ the same shape as the floor; finetune.py (the paper's recipe, the same seeds and
 checkpoint and the floor. Gains over the floor and differences against BERT come with bootstrap 95% intervals. Out
 come results.md (its reading written from the numbers), results.json and score_vs_flops.png.
 
-    python compare.py                        # tiny size, built-in task: 10-11 minutes on 2 CPU cores
+    python compare.py                        # tiny size, built-in task: about 12 minutes on 2 CPU cores
     python compare.py --dry-run              # the plan only: steps per paper and the estimated time
     python compare.py --size small           # ELECTRA-Small's shape, on one GPU (--data: a real corpus)
     python compare.py --papers bert,electra --set electra.gen_size=0.5     # one of ELECTRA's levers
