@@ -287,7 +287,7 @@ def bert_run(corpus, tmp_path_factory):
 def test_a_tiny_fine_tune_end_to_end(bert_run, tmp_path, capsys):
     out = tmp_path / "ft"
     argv = ["bert", "--ckpt", str(bert_run / "ckpt.pt"), "--seeds", "2", "--epochs", "1", "--out", str(out),
-            "--device", "cpu"]
+            "--device", "cpu", "--dtype", "fp32"]  # fp32, as transformers' pipeline below computes
     assert finetune.cli(argv) == 0
     results = json.loads((out / "results.json").read_text())
     for tag in ("pretrained", "scratch"):
@@ -299,7 +299,8 @@ def test_a_tiny_fine_tune_end_to_end(bert_run, tmp_path, capsys):
     capsys.readouterr()
     assert finetune.cli(argv) == 0  # the randomly initialised runs are cached
     assert "cached runs" in capsys.readouterr().out
-    assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu"]) == 0
+    assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu",
+                         "--dtype", "fp32"]) == 0
     best = max(results["pretrained"]["dev"]["accuracy"]["each"])
     assert f"accuracy {best:.4f}" in capsys.readouterr().out  # the exported model scores what training measured
     dev = finetune.read_task("builtin")["dev"]["dev"]  # and transformers' pipeline predicts what it predicted
@@ -316,7 +317,8 @@ def test_a_tiny_fine_tune_end_to_end(bert_run, tmp_path, capsys):
     for k in ("classifier.weight", "classifier.bias"):
         weights[k] = weights[k].flip(0).contiguous()
     save_file(weights, str(out / "model" / "model.safetensors"))
-    assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu"]) == 0
+    assert finetune.cli(["bert", "--eval-only", "--from-pretrained", str(out / "model"), "--device", "cpu",
+                         "--dtype", "fp32"]) == 0
     assert f"accuracy {best:.4f}" in capsys.readouterr().out  # classes matched by name
 
 
