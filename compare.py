@@ -4,8 +4,9 @@ Each paper script pretrains from scratch, with the same shape, corpus, tokenizer
 as many steps as the budget buys its objective (FLOPs counted as the ELECTRA paper counts them). A linear probe on
 frozen features scores the checkpoints at 1/8, 1/4, 1/2 and all of the budget, and a randomly initialised model of
 the same shape as the floor; finetune.py (the paper's recipe, the same seeds and splits for all) fine-tunes the last
-checkpoint and the floor. Gains over the floor and differences against BERT come with bootstrap 95% intervals. Out
-come results.md (its reading written from the numbers), results.json and score_vs_flops.png.
+checkpoint and the floor. Gains over the floor and differences against BERT come with bootstrap 95% intervals; with
+BERT and ALBERT both in, each one's sentence-pair head is scored on the other's task (ALBERT Table 5). Out come
+results.md (its reading written from the numbers), results.json and score_vs_flops.png.
 
     python compare.py                        # tiny size, built-in task: about 12 minutes on 2 CPU cores
     python compare.py --dry-run              # the plan only: steps per paper and the estimated time
@@ -342,6 +343,8 @@ def stage_seconds(what, row, p, args, task, device):
     """The estimated seconds of one stage, until stages of its kind have been timed."""
     if what == "pretrain":
         return row["flops"] / RATE[device.type] + SETUP
+    if what == "cross":  # two evaluations of one model
+        return 5.0
     if what == "probe":  # forward passes over the task for five models: cheap beside the rest
         return (len(FRACTIONS) + 1) * max(2.0, finetune_seconds(p, task, args.size, device) / 30)
     return 2 * args.seeds * finetune_seconds(p, task, args.size, device)
@@ -520,6 +523,52 @@ def probe_stage(row, args, out, task, device, pretrain_key):
     return record, True
 
 
+def cross_stage(row, args, out, data_spec, device, pretrain_key):
+    """ALBERT Table 5's cross-evaluation at the whole budget: BERT's NSP head scored on sentence-order pairs (its
+    validation pairs in order, every other one swapped) and ALBERT's SOP head on next-sentence pairs (its pairs in
+    order, every other B taken from a pair far away, cut to the length it replaces), beside each head on its own
+    task. The paper: NSP gets 52.0% on SOP, SOP 78.9% on NSP."""
+    paper = row["paper"]
+    folder = out / "cross" / paper
+    folder.mkdir(parents=True, exist_ok=True)
+    key = key_of(pretrain_key, "cross")
+    record = read_stage(folder, key, f"a {paper} cross-evaluation", redo=True)
+    if record and record["done"]:
+        return record, False
+    mod, t0 = importlib.import_module(paper), time.time()
+    cfg, trained = row["config"], out / "pretrain" / paper
+    model = mod.model_from_checkpoint(trained / f"ckpt-{row['steps']}.pt").to(device)
+    with quiet(folder / "cross.log"):
+        val = dict(mod.load_data(mod.read_corpus(data_spec), model.tokenizer, trained, cfg)["val"])
+    pairs = other_task_pairs(paper, val)
+    rt = mod.setup_runtime(argparse.Namespace(device=device.type, dtype="fp32"))
+    head = "val_nsp_acc" if paper == "bert" else "val_sop_acc"
+    # the seed the pretraining's validation used (--seed 0, + 1): its own task is the logged figure, in fp32
+    cross = mod.evaluate(model, {"val": {**val, **pairs}}, 1,
+                         dataclasses.replace(cfg, eval_examples=len(pairs["a"])), rt)[head]
+    own = mod.evaluate(model, {"val": val}, 1, cfg, rt)[head]
+    record = {"key": key, "done": True, "seconds": time.time() - t0, "own_task": own, "other_task": cross,
+              "pairs": len(pairs["a"])}
+    write_stage(folder, record)
+    return record, True
+
+
+def other_task_pairs(paper, val):
+    """The validation pairs in their order (label 0), every other one made the other task's negative (label 1):
+    for BERT's NSP head, its two segments swapped (sentence order); for ALBERT's SOP head, its B taken from the
+    pair half the split away, another document as a rule, cut to the length it replaces (next sentence)."""
+    in_order = np.flatnonzero(val["pair_labels"] == 0)
+    a, b = val["a"][in_order].copy(), val["b"][in_order].copy()  # (N, 2) token ranges
+    other = np.arange(len(a)) % 2 == 1
+    if paper == "bert":
+        a[other], b[other] = b[other].copy(), a[other].copy()
+    else:
+        far = b[np.roll(np.arange(len(b)), len(b) // 2)]
+        n = np.minimum(far[:, 1] - far[:, 0], b[:, 1] - b[:, 0])
+        b[other] = np.stack([far[:, 0], far[:, 0] + n], 1)[other]
+    return {"a": a, "b": b, "pair_labels": other.astype(np.int64)}
+
+
 def interval(differences, draws=10_000):
     """The mean of paired differences (per dev example, or per seed) and its 95% bootstrap interval: the pairs
     resampled with replacement, the same draws every time."""
@@ -558,10 +607,12 @@ def collect(p, args, out, task, records):
                                   "finetuned": interval(np.subtract(papers[paper]["finetuned"]["each"],
                                                                     papers["bert"]["finetuned"]["each"]))}
               for paper in ("roberta", "albert", "electra") if paper in papers and "bert" in papers}
+    cross = {paper: {k: records[("cross", paper)][k] for k in ("own_task", "other_task", "pairs")}
+             for paper in ("bert", "albert") if ("cross", paper) in records}
     return {"size": args.size, "budget": p["budget"], "task": task["name"], "metric": metric, "dev_split": first_dev,
             "dev_examples": len(task["dev"][first_dev]), "seeds": args.seeds, "shape": SIZES[args.size]["shape"],
             "warmup": WARMUP, "set": args.set or [], "majority": tuned["majority"][first_dev][metric],
-            "papers": papers, "versus_bert": versus,
+            "papers": papers, "versus_bert": versus, "cross_evaluation": cross,
             "reference": [{"model": m, "parameters": n, "flops": f, "glue_dev": g} for m, n, f, g in REFERENCE]}
 
 
@@ -596,6 +647,15 @@ def reading(results):
             side = ("ahead of" if i["mean"] > 0 else "behind") if i["beyond_noise"] else "level with (within the noise)"
             lines.append(f"- {'Probed' if what == 'probe' else 'Fine-tuned'}, {a} is {side} BERT: {i['mean']:+.3f} "
                          f"({i['low']:+.3f} to {i['high']:+.3f}).")
+    if cross := results.get("cross_evaluation"):
+        nsp, sop = cross["bert"], cross["albert"]
+        direction = "the paper's direction" if sop["other_task"] > nsp["other_task"] else "not the paper's direction"
+        chance = lambda c: (f"beyond chance (50% ± {1.96 * (0.25 / c['pairs']) ** 0.5:.1%} at {c['pairs']} pairs)"
+                            if abs(c["other_task"] - 0.5) > 1.96 * (0.25 / c["pairs"]) ** 0.5 else "at chance")
+        lines.append(f"- ALBERT Table 5: BERT's NSP head scores {nsp['other_task']:.1%} on sentence-order pairs, "
+                     f"{chance(nsp)} ({nsp['own_task']:.1%} on its own task; the paper: 52.0%); ALBERT's SOP head "
+                     f"{sop['other_task']:.1%} on next-sentence pairs, {chance(sop)} ({sop['own_task']:.1%} on its "
+                     f"own; the paper: 78.9%): {direction}.")
     beaten = sum(r["probe_gain"]["low"] > 0 for r in results["papers"].values())
     lines.append(f"- {beaten} of {len(results['papers'])} papers beat their floor on the probe beyond the noise.")
     return lines
@@ -760,21 +820,27 @@ def main(argv=None):
 
     # a stage is (what, row): pretraining, the probes of its kept checkpoints, fine-tuning its last one
     stages = [(what, r) for what in ("pretrain", "probe", "finetune") for r in p["rows"]]
+    stages += [("cross", r) for r in p["rows"] if {"bert", "albert"} <= set(p["papers"]) and r["paper"] in
+               ("bert", "albert")]
     estimate = {(what, r["paper"]): stage_seconds(what, r, p, args, task, device) for what, r in stages}
-    timed = {what: [0.0, 0.0] for what in ("pretrain", "probe", "finetune")}  # seconds measured, and estimated
+    timed = {what: [0.0, 0.0] for what in ("pretrain", "probe", "finetune", "cross")}  # measured, estimated
     records, t_start = {}, time.time()
     for i, (what, row) in enumerate(stages, 1):
         paper = row["paper"]
         label = {"pretrain": f"pretraining {paper}: {row['steps']:,} steps, {row['flops']:.3g} FLOPs",
                  "probe": f"probing {paper}'s {len(FRACTIONS)} checkpoints and its random init",
                  "finetune": f"fine-tuning {paper} at the whole budget (step {row['steps']:,}) and its random init, "
-                             f"{args.seeds} seed(s) each"}[what]
+                             f"{args.seeds} seed(s) each",
+                 "cross": f"scoring {paper}'s {'NSP head on SOP' if paper == 'bert' else 'SOP head on NSP'} pairs "
+                          "(ALBERT Table 5)"}[what]
         print(f"[{i}/{len(stages)}] {label} ...", end="", flush=True)
         try:
             if what == "pretrain":
                 record, ran = pretrain(row, args, out, data)
             elif what == "probe":
                 record, ran = probe_stage(row, args, out, task, device, records[("pretrain", paper)]["key"])
+            elif what == "cross":
+                record, ran = cross_stage(row, args, out, data, device, records[("pretrain", paper)]["key"])
             else:
                 record, ran = fine_tune(row, args, out, records[("pretrain", paper)]["key"])
         except BaseException:

@@ -250,6 +250,42 @@ def test_the_probe_is_deterministic_and_reads_what_the_features_hold():
     assert compare.probe(bert, model, task, cpu) == first  # deterministic
 
 
+def test_the_cross_evaluation_pairs_are_the_other_tasks_examples():
+    """ALBERT Table 5: BERT's NSP head gets sentence-order pairs (the in-order pairs, every other one swapped);
+    ALBERT's SOP head gets next-sentence pairs (every other B from another pair, no longer than the B it replaces)."""
+    a = np.array([[0, 4], [10, 13], [20, 26], [30, 32], [40, 45], [50, 51]])
+    b = np.array([[4, 9], [13, 15], [26, 27], [32, 38], [45, 46], [51, 60]])
+    val = {"a": a, "b": b, "pair_labels": np.array([0, 0, 1, 0, 0, 0])}  # the third is another task's negative
+    kept = [0, 1, 3, 4, 5]
+    sop = compare.other_task_pairs("bert", val)
+    assert sop["pair_labels"].tolist() == [0, 1, 0, 1, 0]
+    for i, k in enumerate(kept):
+        want = (a[k], b[k]) if i % 2 == 0 else (b[k], a[k])  # swapped: B's tokens first
+        assert sop["a"][i].tolist() == want[0].tolist() and sop["b"][i].tolist() == want[1].tolist()
+    nsp = compare.other_task_pairs("albert", val)
+    assert nsp["pair_labels"].tolist() == [0, 1, 0, 1, 0] and (nsp["a"] == a[kept]).all()
+    for i, k in enumerate(kept):
+        start, end = nsp["b"][i]
+        if i % 2 == 0:
+            assert [start, end] == b[k].tolist()
+        else:  # another pair's B, from its start, cut to this B's length
+            assert start in b[kept][:, 0] and start != b[k][0] and end - start <= b[k][1] - b[k][0]
+
+
+def test_bert_and_albert_together_add_the_cross_evaluation(corpus, small_task, tmp_path):
+    assert compare.main(["--papers", "bert,albert", "--budget", "3e11", "--seeds", "1", "--task", str(small_task),
+                         "--data", str(corpus), "--out", str(tmp_path), "--device", "cpu"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for paper in ("bert", "albert"):
+        cross = results["cross_evaluation"][paper]
+        assert cross["pairs"] > 0 and 0 <= cross["other_task"] <= 1 and 0 <= cross["own_task"] <= 1
+    # its own task: the same head and pairs as the pretraining's last validation
+    for paper, head in (("bert", "val_nsp_acc"), ("albert", "val_sop_acc")):
+        last = results["papers"][paper]["fractions"]["1"]["pretraining"]  # logged in bf16, scored again in fp32
+        assert results["cross_evaluation"][paper]["own_task"] == pytest.approx(last[head], abs=0.02)
+    assert "ALBERT Table 5" in (tmp_path / "results.md").read_text()
+
+
 def test_the_kept_checkpoints_are_the_models_at_their_steps(finished):
     results = json.loads((finished / "results.json").read_text())
     for paper, r in results["papers"].items():
