@@ -402,13 +402,13 @@ def train_tokenizer(docs, cfg):
     trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()),
                                       unk_token="<unk>", show_progress=False)
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
-    # The trainer visits the text in a hash map's order, which changes from run to run: pieces of equal score come
-    # out in another order, and the scores differ in their last digits, enough to change how a tie is segmented.
-    # Scores rounded to 0.001 and the pieces after the special tokens numbered in sorted order: a corpus always
-    # gives the same tokens and ids.
+    # The trainer visits the text in a hash map's order, which changes from run to run: pieces of
+    # equal score come out in another order, and the scores differ in their last digits, enough to
+    # change how a tie is segmented. Scores rounded to 0.001 and the pieces after the special tokens
+    # numbered in sorted order: a corpus always gives the same tokens and ids.
     spec = json.loads(tok.to_str())
     vocab, n = spec["model"]["vocab"], len(SPECIALS)
-    spec["model"]["vocab"] = vocab[:n] + sorted([piece, round(score, 3)] for piece, score in vocab[n:])
+    spec["model"]["vocab"] = vocab[:n] + sorted([p, round(score, 3)] for p, score in vocab[n:])
     return Tokenizer.from_str(json.dumps(spec))
 
 

@@ -345,17 +345,18 @@ def train_tokenizer(docs, cfg):
 
     from tokenizers import Tokenizer, models, trainers
 
-    # The trainer numbers each "##" + letter as it meets it in a hash map, whose order changes from run to run, and
-    # breaks ties between equally frequent merges by those numbers. A first pass (no merges) lists them; the second
-    # takes them in sorted order, so that a corpus always gives the same vocabulary.
+    # The trainer numbers each "##" + letter as it meets it in a hash map, whose order changes from
+    # run to run, and breaks ties between equally frequent merges by those numbers. A first pass (no
+    # merges) lists them; the second takes them in sorted order, so that a corpus always gives the
+    # same vocabulary.
     sentences, pieces = [s for doc in docs for s in doc], []
     for size in (0, cfg.vocab_size):
         tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
-        trainer = trainers.WordPieceTrainer(vocab_size=size, special_tokens=list(SPECIALS.values()) + pieces,
-                                            show_progress=False)
+        trainer = trainers.WordPieceTrainer(vocab_size=size, show_progress=False,
+                                            special_tokens=list(SPECIALS.values()) + pieces)
         tok.train_from_iterator(sentences, trainer)
         pieces = sorted(t for t in tok.get_vocab() if t.startswith("##") and len(t) == 3)
-    spec = json.loads(tok.to_str())  # the pieces were passed as special tokens only to be numbered first
+    spec = json.loads(tok.to_str())  # the pieces were special tokens only to be numbered first
     spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] in SPECIALS.values()]
     return Tokenizer.from_str(json.dumps(spec))
 

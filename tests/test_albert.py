@@ -11,8 +11,8 @@ import torch
 import conftest
 import albert
 
-DIFF_BUDGET = 381  # changed lines in `diff bert.py albert.py`; docs/diff-bert-albert.md walks through the hunks
-# (+18 with the deterministic tokenizer training: sorted "##" pieces for WordPiece, sorted and rounded unigram pieces)
+DIFF_BUDGET = 382  # changed lines in `diff bert.py albert.py`; docs/diff-bert-albert.md walks through the hunks
+# (+19 with the deterministic tokenizer training: sorted "##" pieces for WordPiece, sorted and rounded unigram pieces)
 
 
 def tiny(**changes):

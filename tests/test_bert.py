@@ -13,8 +13,8 @@ import torch
 import conftest
 import bert
 
-DIFF_BUDGET = 574  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
-# (+8 with the deterministic tokenizer training: WordPiece's "##" pieces where GPT-1 numbers its "</w>" ones)
+DIFF_BUDGET = 576  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
+# (+10 with the deterministic tokenizer training: WordPiece's "##" pieces where GPT-1 numbers its "</w>" ones)
 
 
 def tiny(**changes):

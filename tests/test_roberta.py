@@ -12,8 +12,8 @@ import bert
 import conftest
 import roberta
 
-DIFF_BUDGET = 366  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
-# (+14 with the deterministic tokenizer training, which WordPiece needs and byte-level BPE does not)
+DIFF_BUDGET = 367  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
+# (+15 with the deterministic tokenizer training, which WordPiece needs and byte-level BPE does not)
 
 
 def tiny(**changes):
