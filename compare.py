@@ -19,6 +19,7 @@ Rerunning with the same --out skips the stages already finished, so a killed com
 import argparse
 import ast
 import contextlib
+import copy
 import dataclasses
 import glob
 import hashlib
@@ -300,10 +301,6 @@ def fraction_name(a, b):
     return "1" if a == b else f"{a}/{b}"
 
 
-def fraction_label(a, b):
-    return "the whole budget" if a == b else f"{a}/{b} of the budget"
-
-
 def print_plan(p, args, task, device):
     rows = p["rows"]
     s = SIZES[args.size]["shape"]
@@ -466,29 +463,31 @@ def fine_tune(row, args, out, pretrain_key):
 # --- the probe: what the frozen features already hold of the task ---
 
 
-def probe(mod, model, task, device):
-    """Which dev examples (1 right, 0 wrong) a linear probe on the model's frozen features gets right: each
-    example, in the paper's fine-tuning input format, as its final hidden states averaged over its tokens; a
-    logistic regression on the standardised features of the training split (full batch, Adam, from zeros). No
-    dropout and no random draw: the same model always gives the same answers."""
-    torch.manual_seed(0)  # GPT-1's task tokens join its embedding table as random rows
-    clf = mod.Classifier(model, len(task["labels"]), mod.RECIPES["paper"])
-    model = clf.model.to(device).eval()
-    features = []
-    for examples in (task["train"], next(iter(task["dev"].values()))):
-        data = finetune.encode_task(mod, model.tokenizer, examples, model.cfg.seq_len, False)  # positions trained
-        x = torch.empty(len(examples), model.cfg.hidden)
-        with torch.no_grad():
-            for rows, batch in zip(finetune.groups(data, 64), finetune.batches(data, 64, clf.pad_id)):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                types = batch["token_type_ids"] if mod.__name__ in ("bert", "albert", "electra") else None
-                h = model.encode(batch["input_ids"], batch["attention_mask"], types).float()  # (B, T, H)
-                mask = batch["attention_mask"][..., None].float()  # (B, T, 1)
-                x[torch.from_numpy(rows)] = ((h * mask).sum(1) / mask.sum(1)).cpu()
-        features.append((x, torch.from_numpy(data["labels"])))
-    (train_x, train_y), (dev_x, dev_y) = features
+@torch.no_grad()
+def features(mod, model, pad_id, examples, max_len, device):
+    """(N, H) final hidden states and (N, E) token embeddings of each example, in the paper's fine-tuning input
+    format, averaged over its tokens, in the order of `examples`; and the labels (N,)."""
+    model = model.to(device).eval()
+    data = finetune.encode_task(mod, model.tokenizer, examples, max_len, False)
+    states, embeds = torch.empty(len(examples), model.cfg.hidden), None
+    for rows, batch in zip(finetune.groups(data, 64), finetune.batches(data, 64, pad_id)):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        types = batch["token_type_ids"] if mod.__name__ in ("bert", "albert", "electra") else None
+        mask = batch["attention_mask"][..., None].float()  # (B, T, 1)
+        h = model.encode(batch["input_ids"], batch["attention_mask"], types).float()  # (B, T, H)
+        e = model.embeddings.tokens(batch["input_ids"]).float()  # (B, T, E)
+        if embeds is None:
+            embeds = torch.empty(len(examples), e.shape[-1])
+        states[torch.from_numpy(rows)] = ((h * mask).sum(1) / mask.sum(1)).cpu()
+        embeds[torch.from_numpy(rows)] = ((e * mask).sum(1) / mask.sum(1)).cpu()
+    return states, embeds, torch.from_numpy(data["labels"])
+
+
+def linear_probe(train_x, train_y, dev_x, dev_y, classes):
+    """Which dev examples (1 right, 0 wrong) a logistic regression on standardised features gets right: trained on
+    the training features with full batches (Adam, a little weight decay) from zeros, so with no random draw."""
     mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    layer = torch.nn.Linear(train_x.shape[1], len(task["labels"]))
+    layer = torch.nn.Linear(train_x.shape[1], classes)
     torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
     optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(PROBE_STEPS):
@@ -498,6 +497,17 @@ def probe(mod, model, task, device):
         optimizer.step()
     with torch.no_grad():
         return (layer((dev_x - mean) / std).argmax(-1) == dev_y).int().tolist()
+
+
+def probe(mod, model, task, device):
+    """The linear probe of the model's frozen final states on the task (its answers on the dev split), from
+    examples cut to the pretraining sequence length: the positions pretraining trained. Deterministic."""
+    torch.manual_seed(0)  # GPT-1's task tokens join its embedding table as random rows
+    clf = mod.Classifier(model, len(task["labels"]), mod.RECIPES["paper"])
+    (train_x, _, train_y), (dev_x, _, dev_y) = (features(mod, clf.model, clf.pad_id, examples, model.cfg.seq_len,
+                                                         device)
+                                                for examples in (task["train"], next(iter(task["dev"].values()))))
+    return linear_probe(train_x, train_y, dev_x, dev_y, len(task["labels"]))
 
 
 def probe_stage(row, args, out, task, device, pretrain_key):
@@ -512,11 +522,12 @@ def probe_stage(row, args, out, task, device, pretrain_key):
     mod = importlib.import_module(paper)
     t0, right = time.time(), {}
     for (a, b), steps in zip(FRACTIONS, row["kept"]):
-        right[fraction_name(a, b)] = probe(mod, mod.model_from_checkpoint(out / "pretrain" / paper /
-                                                                          f"ckpt-{steps}.pt"), task, device)
+        model = mod.model_from_checkpoint(out / "pretrain" / paper / f"ckpt-{steps}.pt")
+        tokenizer = copy.deepcopy(model.tokenizer)  # before GPT-1's classifier adds its task tokens to it
+        right[fraction_name(a, b)] = probe(mod, model, task, device)
     torch.manual_seed(0)
     floor = mod.Model(row["config"])
-    floor.tokenizer = mod.model_from_checkpoint(out / "pretrain" / paper / f"ckpt-{row['steps']}.pt").tokenizer
+    floor.tokenizer = tokenizer  # the whole budget's
     right["floor"] = probe(mod, floor, task, device)
     record = {"key": key, "done": True, "seconds": time.time() - t0, "right": right}
     write_stage(folder, record)
