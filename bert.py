@@ -40,6 +40,7 @@ class Config:
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
     mask_prob: float = 0.15  # §3.1
+    next_sentence: bool = True  # NSP, §3.1; False: MLM alone (the ELECTRA release's BERT baseline; RoBERTa §4.2)
     max_predictions: int = 20  # masked positions per sequence at length 128 (80 at 512), release
     short_seq_prob: float = 0.1  # shorter target lengths, to reduce the pretrain / fine-tune mismatch, §A.2
     dupe_factor: int = 10  # each document made into instances 10 times under different masks, release
@@ -172,7 +173,7 @@ def load_data(corpus, tokenizer, out, cfg):
     and what masking needs to know about the vocabulary."""
     data = cache_tokens(corpus, tokenizer, Path(out) / "cache")
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
-    made = [Path(__file__).stem, cfg.seq_len, cfg.dupe_factor, cfg.short_seq_prob]  # what make_instances reads
+    made = [Path(__file__).stem, cfg.seq_len, cfg.dupe_factor, cfg.short_seq_prob, cfg.next_sentence]  # what it reads
     for name, split in data.items():
         instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # the release's seed
         split.update(cached(split["folder"] / f"{name}.instances", made, instances, "making the training examples"))
@@ -213,7 +214,7 @@ def make_instances(split, cfg, rng, special):
                     size = k + 1 - start  # sentences in the chunk
                     a_end = start + (rng.integers(1, size) if size >= 2 else 1)  # A: sentences start..a_end-1
                     a = [offsets[start - base][0], offsets[a_end - 1 - base][1]]
-                    if (size == 1 or rng.random() < 0.5) and len(docs) > 1:
+                    if cfg.next_sentence and (size == 1 or rng.random() < 0.5) and len(docs) > 1:
                         label = 1
                         other = (d + rng.integers(1, len(docs))) % len(docs)  # never this document
                         o_first, o_last = int(docs[other, 0]), int(docs[other, 1])
@@ -224,8 +225,8 @@ def make_instances(split, cfg, rng, special):
                             if b[1] - b[0] >= target - (a[1] - a[0]):
                                 break
                         k = a_end - 1  # the unused sentences are made into the next chunk
-                    else:
-                        label, b = 0, [offsets[a_end - base][0], offsets[k - base][1]]
+                    else:  # without NSP, a chunk of one sentence is A with B empty: [CLS] A [SEP] [SEP]
+                        label, b = 0, [a[1], offsets[k - base][1]]
                     excess = a[1] - a[0] + b[1] - b[0] - longest  # tokens to cut, one draw each (one call)
                     for u in rng.random(excess).tolist() if excess > 0 else ():
                         longer = a if a[1] - a[0] > b[1] - b[0] else b  # the longer side, at the front or back
@@ -233,7 +234,7 @@ def make_instances(split, cfg, rng, special):
                             longer[0] += 1
                         else:
                             longer[1] -= 1
-                    if a[1] > a[0] and b[1] > b[0]:
+                    if a[1] > a[0] and (b[1] > b[0] or not cfg.next_sentence):
                         made.append([*a, *b, label])
                     start, length = k + 1, 0
                 k += 1
@@ -310,7 +311,9 @@ def compute_loss(model, batch, cfg):
     metrics = {"mlm_loss": mlm_loss, "nsp_loss": pair_loss,
                "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
                "nsp_acc": (pair_logits.argmax(-1) == batch["pair_labels"]).float().mean()}
-    return mlm_loss + pair_loss, metrics
+    if not cfg.next_sentence:  # the masked LM alone: the NSP head is neither trained nor scored
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("nsp")}
+    return mlm_loss + pair_loss * cfg.next_sentence, metrics
 
 
 def configure_optimizer(model, cfg, device):

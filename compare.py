@@ -3,14 +3,16 @@
 Each paper script pretrains from scratch, with the same shape, corpus, tokenizer size, batch and schedule shape, for
 as many steps as the budget buys its objective (FLOPs counted as the ELECTRA paper counts them). A linear probe on
 frozen features scores the checkpoints at 1/8, 1/4, 1/2 and all of the budget, and a randomly initialised model of
-the same shape as the floor; finetune.py (the paper's recipe, the same seeds and splits for all) fine-tunes the last
-checkpoint and the floor. Gains over the floor and differences against BERT come with bootstrap 95% intervals; with
-BERT and ALBERT both in, each one's sentence-pair head is scored on the other's task (ALBERT Table 5). Out come
+the same shape as the floor, on the task and on word order (which of two sentences is the original, the other with two
+neighbouring words swapped); finetune.py (the paper's recipe, the same seeds and splits for all) fine-tunes the last
+checkpoint and the floor. The task's sentences are kept out of the default pretraining corpus. Gains over the floor
+and differences against BERT come with bootstrap 95% intervals; with BERT and ALBERT both in, each one's sentence-pair
+head is scored on the other's task (ALBERT Table 5), and their parameters and memory are set side by side. Out come
 results.md (its reading written from the numbers), results.json and score_vs_flops.png.
 
     python compare.py                        # tiny size, built-in task: about 12 minutes on 2 CPU cores
     python compare.py --dry-run              # the plan only: steps per paper and the estimated time
-    python compare.py --size small           # ELECTRA-Small's shape, on one GPU (--data: a real corpus)
+    python compare.py --size small           # ELECTRA-Small's shape on one GPU: ELECTRA, BERT without NSP, GPT-1
     python compare.py --papers bert,electra --set electra.gen_size=0.5     # one of ELECTRA's levers
 
 Rerunning with the same --out skips the stages already finished, so a killed comparison resumes where it stopped.
@@ -52,11 +54,15 @@ SIZES = {
                            grad_accum=1),
              "papers": {"albert": {"embed": 64}, "electra": {"embed": 128, "gen_size": 1 / 4}},
              "preset": "tiny", "lr": None, "budget": 2.4e13, "seeds": 3},
-    # ELECTRA-Small's shape (ELECTRA Table 6) and its learning rate for all, as the ELECTRA paper trained BERT-Small
+    # ELECTRA-Small's shape (ELECTRA Table 6) and its learning rate for all, as the ELECTRA paper trained BERT-Small.
+    # By default ELECTRA against BERT without NSP (the ELECTRA release's baseline, its electra_objective=False),
+    # with GPT-1 as the anchor: 1/14 of ELECTRA-Small's 1.4e18 FLOPs each, about 20 minutes of pretraining for the
+    # three on one H100/H200 at the RATE below
     "small": {"shape": dict(layers=12, hidden=256, heads=4, ffn=1024, vocab_size=30522, seq_len=128, batch_size=128,
                             grad_accum=1),
               "papers": {"albert": {"embed": 128}, "electra": {"embed": 128, "gen_size": 1 / 4}},
-              "preset": "base", "lr": 5e-4, "budget": 7e16, "seeds": 3},  # 1/20 of ELECTRA-Small's 1.4e18
+              "preset": "base", "lr": 5e-4, "budget": 1e17, "seeds": 3,
+              "run": ["gpt", "bert", "electra"], "sets": {"bert": {"next_sentence": False}}},
     # BERT-Base's shape, batch 256 as 32 x 8 micro-batches; each paper's own base learning rate
     "base": {"shape": dict(layers=12, hidden=768, heads=12, ffn=3072, vocab_size=30522, seq_len=512, batch_size=32,
                            grad_accum=8),
@@ -68,8 +74,10 @@ WARMUP = 0.05  # one schedule shape for all: linear warmup over the first 5% of 
 PREDICTIONS = 20 / 128  # vocabulary predictions per token for every masked LM at 15% masking: BERT's release, 20 at
 # length 128; a masking rate set with --set scales it
 # what the plan assumes before a stage has been timed, in counted FLOPs per second: cpu as the default runs of the
-# tiny presets measured on 2 cores in bf16 (2.2e11-3.4e11); cuda and mps are guesses, not measurements
-RATE = {"cpu": 2.5e11, "cuda": 1e14, "mps": 5e12}
+# tiny presets measured on 2 cores in bf16 (2.2e11-3.4e11); cuda as bert.py measured on an H200 (bf16, --compile,
+# 256 x 128: 2.8e14 at 4 layers of 512, 2.9e14 at base; benchmarks/RESULTS.md), not yet at ELECTRA-Small's shape,
+# nor without --compile, as compare.py runs; mps is a guess
+RATE = {"cpu": 2.5e11, "cuda": 2.8e14, "mps": 5e12}
 SETUP = 10  # seconds a paper script spends on the default corpus before its first step (tokenizer, examples)
 
 # each paper's own pretraining metrics, shown beside the downstream scores
@@ -216,7 +224,10 @@ def paper_config(mod, paper, size, overrides):
         if field in spec["shape"] or field in DERIVED:
             raise UserError(f"--set {paper}.{field}: the comparison sets {field} the same for every paper")
         default = getattr(base, field)
-        if not (is_number(value) and is_number(default) and value >= 0 and type(value) in (type(default), int)):
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise UserError(f"--set {paper}.{field}={value!r}: give True or False, like its default {default!r}")
+        if not isinstance(default, bool) and not (is_number(value) and is_number(default) and value >= 0
+                                                  and type(value) in (type(default), int)):
             raise UserError(f"--set {paper}.{field}={value!r}: give a number of 0 or more, like its default "
                             f"{default!r}")
         shape[field] = value
@@ -238,21 +249,24 @@ def is_number(x):
 
 def plan(args):
     """Steps, kept steps and estimated seconds of every stage, from the arguments; checks them first."""
-    papers = [p.strip() for p in args.papers.split(",") if p.strip()]
+    if args.size not in SIZES:
+        raise UserError(f"--size {args.size!r}: choose one of {', '.join(SIZES)}")
+    papers = [p.strip() for p in (args.papers or ",".join(SIZES[args.size].get("run", PAPERS))).split(",")
+              if p.strip()]
     unknown = [p for p in papers if p not in PAPERS]
     if unknown or not papers:
         raise UserError(f"--papers: unknown paper {(unknown or [''])[0]!r}; choose from {', '.join(PAPERS)}")
     if len(set(papers)) != len(papers):
         raise UserError("--papers names a paper twice")
-    if args.size not in SIZES:
-        raise UserError(f"--size {args.size!r}: choose one of {', '.join(SIZES)}")
     budget = SIZES[args.size]["budget"] if args.budget is None else args.budget
     if not (budget > 0 and math.isfinite(budget)):
         raise UserError(f"--budget must be a positive number of FLOPs, got {args.budget}")
     args.seeds = SIZES[args.size]["seeds"] if args.seeds is None else args.seeds
     if args.seeds < 1:
         raise UserError(f"--seeds must be 1 or more, got {args.seeds}")
-    overrides = parse_sets(args.set, papers)
+    overrides = {paper: dict(sets) for paper, sets in SIZES[args.size].get("sets", {}).items() if paper in papers}
+    for paper, sets in parse_sets(args.set, papers).items():  # --set wins over the size's own settings
+        overrides.setdefault(paper, {}).update(sets)
     rows = []
     for paper in papers:
         mod = importlib.import_module(paper)
@@ -276,7 +290,7 @@ def plan(args):
         rows.append({"paper": paper, "config": cfg, "flops_per_step": per_step, "steps": steps, "kept": kept,
                      "flops": per_step * steps, "parameters": params, "lookups": lookup_share(paper, cfg),
                      "discriminator": discriminator})
-    return {"papers": papers, "budget": budget, "rows": rows}
+    return {"papers": papers, "budget": budget, "rows": rows, "sets": overrides}
 
 
 def parse_sets(values, papers):
@@ -308,7 +322,8 @@ def print_plan(p, args, task, device):
           f"({len(task['train'])} training examples), {args.seeds} seed(s), {device}, out {args.out}")
     print(f"shape for all: {s['layers']} layers, hidden {s['hidden']}, {s['heads']} heads, FFN {s['ffn']}, "
           f"vocabulary {s['vocab_size']:,}, sequences of {s['seq_len']}, batch {s['batch_size'] * s['grad_accum']}; "
-          f"warmup {WARMUP:.0%} of the steps, then linear decay")
+          f"warmup {WARMUP:.0%} of the steps, then linear decay"
+          + "".join(f"; {paper}.{k}={v!r}" for paper, sets in p["sets"].items() for k, v in sets.items()))
     print(f"{'paper':<8} {'parameters':>11} {'FLOPs/step':>11} {'lookups':>8} {'steps':>8}  "
           f"{'kept at steps (1/8 1/4 1/2 1)':<32}{'est. time':>9}")
     for r in rows:
@@ -510,26 +525,63 @@ def probe(mod, model, task, device):
     return linear_probe(train_x, train_y, dev_x, dev_y, len(task["labels"]))
 
 
+def word_order(task, within=12):
+    """The word-order task, built from the task's own sentences (held out of pretraining): each sentence beside
+    itself with two neighbouring words swapped, among its first `within` words (inside a sequence of 32 tokens).
+    Which of the two is the original needs word order and syntax, not topic words: both hold the same words.
+    {"train": [(original, swapped)], "dev": [...]}, the swap drawn from each sentence's own seeded generator."""
+    def pairs(examples):
+        made = []
+        for i, (text, _, _) in enumerate(examples):
+            words = text.split()
+            spots = [j for j in range(min(len(words), within) - 1) if words[j] != words[j + 1]]
+            if spots:
+                j = spots[np.random.default_rng(i).integers(len(spots))]
+                made.append((text, " ".join(words[:j] + [words[j + 1], words[j]] + words[j + 2:])))
+        return made
+    return {"train": pairs(task["train"]), "dev": pairs(next(iter(task["dev"].values())))}
+
+
+def order_probe(mod, model, order, device):
+    """The linear probe on the word-order task: its features are the difference of the two sentences' mean final
+    states, the original first in every other pair (label 1) and second in the others (label 0), so a topic
+    cancels out. Its answers on the dev pairs."""
+    torch.manual_seed(0)
+    clf = mod.Classifier(model, 2, mod.RECIPES["paper"])
+    x, y = [], []
+    for split in ("train", "dev"):
+        texts = [(t, None, 0) for pair in order[split] for t in pair]  # original, swapped, original, ...
+        h = features(mod, clf.model, clf.pad_id, texts, model.cfg.seq_len, device)[0]
+        first = torch.arange(len(order[split])) % 2 == 0  # the original first
+        x.append(torch.where(first[:, None], h[0::2] - h[1::2], h[1::2] - h[0::2]))
+        y.append(first.long())
+    return linear_probe(x[0], y[0], x[1], y[1], 2)
+
+
 def probe_stage(row, args, out, task, device, pretrain_key):
     """The probe of every kept checkpoint of one paper, and of a randomly initialised model (its floor)."""
     paper = row["paper"]
     folder = out / "probe" / paper
     folder.mkdir(parents=True, exist_ok=True)
-    key = key_of(pretrain_key, args.task, PROBE_STEPS)
+    key = key_of(pretrain_key, args.task, PROBE_STEPS, "word order")
     record = read_stage(folder, key, f"a {paper} probe", redo=True)
     if record and record["done"]:
         return record, False
-    mod = importlib.import_module(paper)
-    t0, right = time.time(), {}
+    mod, order = importlib.import_module(paper), word_order(task)
+    t0, right, right_order = time.time(), {}, {}
     for (a, b), steps in zip(FRACTIONS, row["kept"]):
-        model = mod.model_from_checkpoint(out / "pretrain" / paper / f"ckpt-{steps}.pt")
+        path = out / "pretrain" / paper / f"ckpt-{steps}.pt"
+        model = mod.model_from_checkpoint(path)
         tokenizer = copy.deepcopy(model.tokenizer)  # before GPT-1's classifier adds its task tokens to it
         right[fraction_name(a, b)] = probe(mod, model, task, device)
-    torch.manual_seed(0)
-    floor = mod.Model(row["config"])
-    floor.tokenizer = tokenizer  # the whole budget's
-    right["floor"] = probe(mod, floor, task, device)
-    record = {"key": key, "done": True, "seconds": time.time() - t0, "right": right}
+        right_order[fraction_name(a, b)] = order_probe(mod, mod.model_from_checkpoint(path), order, device)
+    for answers, score in ((right, lambda m: probe(mod, m, task, device)),
+                           (right_order, lambda m: order_probe(mod, m, order, device))):
+        torch.manual_seed(0)
+        floor = mod.Model(row["config"])
+        floor.tokenizer = copy.deepcopy(tokenizer)  # the whole budget's
+        answers["floor"] = score(floor)
+    record = {"key": key, "done": True, "seconds": time.time() - t0, "right": right, "order": right_order}
     write_stage(folder, record)
     return record, True
 
@@ -582,14 +634,35 @@ def other_task_pairs(paper, val):
 
 def interval(differences, draws=10_000):
     """The mean of paired differences (per dev example, or per seed) and its 95% bootstrap interval: the pairs
-    resampled with replacement, the same draws every time."""
+    resampled with replacement, the same draws every time. One pair measures no noise, so is never beyond it."""
     d = np.asarray(differences, dtype=np.float64)
     means = d[np.random.default_rng(0).integers(0, len(d), (draws, len(d)))].mean(1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(d.mean()), "low": float(low), "high": float(high), "beyond_noise": bool(low > 0 or high < 0)}
+    beyond = len(d) > 1 and (low > 0 or high < 0)
+    return {"mean": float(d.mean()), "low": float(low), "high": float(high), "beyond_noise": bool(beyond)}
 
 
 # --- results ---
+
+
+def memory(paper, cfg):
+    """What training one micro-batch of the shape holds, in bytes: `state`, the fp32 weights with their gradients
+    and the optimiser's two moments (16 bytes a parameter, Adam's and LAMB's alike), and `activations`, what
+    autograd keeps of the encoder's forward for the backward (each storage once, the weights left out)."""
+    torch.manual_seed(0)
+    model = importlib.import_module(paper).Model(cfg).train()
+    weights, kept = {w.untyped_storage().data_ptr() for w in model.parameters()}, {}
+
+    def keep(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    ids = torch.randint(5, cfg.vocab_size, (cfg.batch_size, cfg.seq_len))
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        model.encode(ids, torch.ones_like(ids))
+    return {"parameters": model.num_params(), "state": 16 * model.num_params(), "activations": sum(kept.values())}
 
 
 def collect(p, args, out, task, records):
@@ -597,11 +670,13 @@ def collect(p, args, out, task, records):
     metric = task["metrics"][0]
     first_dev = next(iter(task["dev"]))
     papers, right = {}, {r["paper"]: records[("probe", r["paper"])]["right"] for r in p["rows"]}
+    order = {r["paper"]: records[("probe", r["paper"])]["order"] for r in p["rows"]}
     for r in p["rows"]:
         paper = r["paper"]
         pre, tuned = records[("pretrain", paper)], records[("finetune", paper)]["results"]
         fractions = {fraction_name(a, b): {"steps": steps, "flops": steps * r["flops_per_step"],
                                            "probe": float(np.mean(right[paper][fraction_name(a, b)])),
+                                           "order_probe": float(np.mean(order[paper][fraction_name(a, b)])),
                                            "pretraining": pre.get("evaluations", {}).get(str(steps), {})}
                      for (a, b), steps in zip(FRACTIONS, r["kept"])}
         ours, floor = tuned["pretrained"][first_dev][metric], tuned["scratch"][first_dev][metric]
@@ -611,19 +686,25 @@ def collect(p, args, out, task, records):
                          "config": dataclasses.asdict(r["config"]), "fractions": fractions,
                          "probe": interval(right[paper]["1"]), "probe_floor": interval(right[paper]["floor"]),
                          "probe_gain": interval(np.subtract(right[paper]["1"], right[paper]["floor"])),
+                         "order": interval(order[paper]["1"]), "order_floor": interval(order[paper]["floor"]),
+                         "order_gain": interval(np.subtract(order[paper]["1"], order[paper]["floor"])),
                          "finetuned": ours, "finetuned_floor": floor,
                          "finetune_gain": interval(np.subtract(ours["each"], floor["each"])),
                          "test": tuned.get("test", {}).get(metric)}
     versus = {f"{paper} - bert": {"probe": interval(np.subtract(right[paper]["1"], right["bert"]["1"])),
+                                  "order": interval(np.subtract(order[paper]["1"], order["bert"]["1"])),
                                   "finetuned": interval(np.subtract(papers[paper]["finetuned"]["each"],
                                                                     papers["bert"]["finetuned"]["each"]))}
               for paper in ("roberta", "albert", "electra") if paper in papers and "bert" in papers}
     cross = {paper: {k: records[("cross", paper)][k] for k in ("own_task", "other_task", "pairs")}
              for paper in ("bert", "albert") if ("cross", paper) in records}
+    downsizing = {r["paper"]: memory(r["paper"], r["config"]) for r in p["rows"]
+                  if r["paper"] in ("bert", "albert") and {"bert", "albert"} <= set(papers)}
     return {"size": args.size, "budget": p["budget"], "task": task["name"], "metric": metric, "dev_split": first_dev,
-            "dev_examples": len(task["dev"][first_dev]), "seeds": args.seeds, "shape": SIZES[args.size]["shape"],
+            "dev_examples": len(task["dev"][first_dev]), "order_pairs": len(order[p["rows"][0]["paper"]]["1"]),
+            "seeds": args.seeds, "shape": SIZES[args.size]["shape"],
             "warmup": WARMUP, "set": args.set or [], "majority": tuned["majority"][first_dev][metric],
-            "papers": papers, "versus_bert": versus, "cross_evaluation": cross,
+            "papers": papers, "versus_bert": versus, "cross_evaluation": cross, "memory": downsizing,
             "reference": [{"model": m, "parameters": n, "flops": f, "glue_dev": g} for m, n, f, g in REFERENCE]}
 
 
@@ -637,7 +718,7 @@ def own_metrics(paper, evaluation):
     """The paper's own pretraining metrics of one evaluation, in words."""
     names = {"val_loss": "loss", "val_mlm_acc": "MLM acc", "val_nsp_acc": "NSP acc", "val_sop_acc": "SOP acc",
              "val_auc": "AUC"}
-    shown = OWN_METRICS[paper] if all(k in evaluation for k in OWN_METRICS[paper]) else []
+    shown = [k for k in OWN_METRICS[paper] if k in evaluation]  # BERT without NSP has no NSP accuracy
     return ", ".join(f"{names[k]} {evaluation[k]:.3f}" for k in shown) or "-"
 
 
@@ -651,13 +732,19 @@ def reading(results):
                      f"({probe['mean']:+.3f}, interval {probe['low']:+.3f} to {probe['high']:+.3f}); fine-tuned, "
                      f"{'beyond' if tuned['low'] > 0 else 'not beyond'} the noise ({tuned['mean']:+.3f}, "
                      f"{tuned['low']:+.3f} to {tuned['high']:+.3f}).")
+    for paper, r in results["papers"].items():
+        i = r["order_gain"]
+        lines.append(f"- Word order: {paper} tells the original from the swapped sentence in {r['order']['mean']:.1%} "
+                     f"of the pairs, its random init in {r['order_floor']['mean']:.1%}: "
+                     f"{'beyond' if i['beyond_noise'] else 'within'} the noise ({i['mean']:+.3f}, {i['low']:+.3f} to "
+                     f"{i['high']:+.3f}).")
     for name, v in results["versus_bert"].items():
         a = name.split(" - ")[0]
-        for what in ("probe", "finetuned"):
+        for what in ("probe", "finetuned", "order"):
             i = v[what]
             side = ("ahead of" if i["mean"] > 0 else "behind") if i["beyond_noise"] else "level with (within the noise)"
-            lines.append(f"- {'Probed' if what == 'probe' else 'Fine-tuned'}, {a} is {side} BERT: {i['mean']:+.3f} "
-                         f"({i['low']:+.3f} to {i['high']:+.3f}).")
+            how = {"probe": "Probed", "finetuned": "Fine-tuned", "order": "On word order"}[what]
+            lines.append(f"- {how}, {a} is {side} BERT: {i['mean']:+.3f} ({i['low']:+.3f} to {i['high']:+.3f}).")
     if cross := results.get("cross_evaluation"):
         nsp, sop = cross["bert"], cross["albert"]
         direction = "the paper's direction" if sop["other_task"] > nsp["other_task"] else "not the paper's direction"
@@ -667,6 +754,14 @@ def reading(results):
                      f"{chance(nsp)} ({nsp['own_task']:.1%} on its own task; the paper: 52.0%); ALBERT's SOP head "
                      f"{sop['other_task']:.1%} on next-sentence pairs, {chance(sop)} ({sop['own_task']:.1%} on its "
                      f"own; the paper: 78.9%): {direction}.")
+    if m := results.get("memory"):
+        b, a = m["bert"], m["albert"]
+        lines.append(f"- ALBERT's downsizing: {a['parameters'] / b['parameters']:.0%} of BERT's parameters and of "
+                     f"their training state at this shape, {a['activations'] / b['activations']:.0%} of its "
+                     "activations: sharing the layers shares their weights, not their work"
+                     + (" (ALBERT trains without dropout, §4.8, so keeps no dropout masks)."
+                        if results["papers"]["albert"]["config"]["dropout"] < results["papers"]["bert"]["config"]
+                        ["dropout"] else "."))
     beaten = sum(r["probe_gain"]["low"] > 0 for r in results["papers"].values())
     lines.append(f"- {beaten} of {len(results['papers'])} papers beat their floor on the probe beyond the noise.")
     return lines
@@ -707,10 +802,25 @@ def write_table(results, path):
                      f"{r['finetuned']['median']:.3f} ± {r['finetuned']['spread']:.3f} | "
                      f"{r['finetuned_floor']['median']:.3f} ± {r['finetuned_floor']['spread']:.3f} | "
                      f"{signed(r['finetune_gain'])} |")
+    lines += ["", f"Word order: the probe on the difference of two sentences' features, one of the task's sentences "
+              f"and the same with two neighbouring words swapped, which is the original ({results['order_pairs']} dev "
+              "pairs; chance 0.5):", "",
+              "| paper | " + " | ".join(f"at {fraction_name(a, b)}" for a, b in FRACTIONS)
+              + " | random init | gain |", "|---|" + "---:|" * (len(FRACTIONS) + 1) + "---|"]
+    lines += [f"| {paper} | " + " | ".join(f"{x['order_probe']:.3f}" for x in r["fractions"].values())
+              + f" | {r['order_floor']['mean']:.3f} | {signed(r['order_gain'])} |"
+              for paper, r in results["papers"].items()]
     if results["versus_bert"]:
-        lines += ["", "Against BERT, paired:", "", "| difference | probe | fine-tuned |", "|---|---|---|"]
-        lines += [f"| {name} | {signed(v['probe'])} | {signed(v['finetuned'])} |"
+        lines += ["", "Against BERT, paired:", "", "| difference | probe | fine-tuned | word order |",
+                  "|---|---|---|---|"]
+        lines += [f"| {name} | {signed(v['probe'])} | {signed(v['finetuned'])} | {signed(v['order'])} |"
                   for name, v in results["versus_bert"].items()]
+    if m := results.get("memory"):
+        lines += ["", "ALBERT against BERT at this shape (ALBERT §3.1, Table 2): "
+                  + "; ".join(f"{paper} {m[paper]['parameters']:,} parameters, {m[paper]['state'] / 1e6:,.1f} MB of "
+                              f"weights, gradients and optimiser moments, {m[paper]['activations'] / 1e6:,.1f} MB of "
+                              "activations kept for the backward of one batch" for paper in ("bert", "albert"))
+                  + " (fp32, the encoder's forward as autograd saves it)."]
     lines += ["", "Reading (written by the run from the numbers above):", ""] + reading(results)
     lines += ["", "Each seed's score, the best seed's test score and the pretraining validation metrics at every "
               "kept step are in results.json. Lookups: the share of the counted FLOPs that are embedding lookups, "
@@ -725,7 +835,7 @@ def write_table(results, path):
 def plot(results, path):
     """score_vs_flops.png. Left: the probe's dev score against pretraining FLOPs, a line per paper, its random-init
     floor dashed in the same colour, the whole budget's 95% interval as an error bar. Right: each paper's gain over
-    its floor, probed and fine-tuned, with their intervals."""
+    its floor, probed, fine-tuned and on word order, with their intervals."""
     try:
         import matplotlib
 
@@ -744,11 +854,11 @@ def plot(results, path):
                                                        [r["probe"]["high"] - r["probe"]["mean"]]], color=colour,
                       capsize=3)
         left.axhline(r["probe_floor"]["mean"], color=colour, linestyle="--", linewidth=1)
-        for offset, (what, marker) in ((-0.15, ("probe_gain", "o")), (0.15, ("finetune_gain", "s"))):
+        for offset, what, marker, label in ((-0.2, "probe_gain", "o", "probe"), (0, "finetune_gain", "s", "fine-tuned"),
+                                            (0.2, "order_gain", "^", "word-order probe")):
             g = r[what]
             right.errorbar(k + offset, g["mean"], yerr=[[g["mean"] - g["low"]], [g["high"] - g["mean"]]],
-                           color=colour, marker=marker, capsize=3, linestyle="none",
-                           label={"probe_gain": "probe", "finetune_gain": "fine-tuned"}[what] if k == 0 else None)
+                           color=colour, marker=marker, capsize=3, linestyle="none", label=label if k == 0 else None)
     left.axhline(results["majority"], color="grey", linestyle=":", label="majority class")
     left.set_xscale("log")
     left.set_xlabel("pretraining FLOPs")
@@ -772,7 +882,7 @@ def plot(results, path):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--papers", default=",".join(PAPERS), help="comma-separated")
+    p.add_argument("--papers", default=None, help="comma-separated (default: all five; at small, gpt,bert,electra)")
     p.add_argument("--size", default="tiny", help=f"the shape for all: {', '.join(SIZES)}")
     p.add_argument("--budget", type=float, default=None,
                    help="pretraining FLOPs per paper (default: the size's: "
@@ -792,6 +902,14 @@ def build_parser():
     return p
 
 
+def corpus_without(docs, task):
+    """The documents without any sentence of the task's examples, in any split: the built-in task's sentences
+    (and the word-order pairs made of them) are never pretrained on."""
+    examples = task["train"] + [e for split in task["dev"].values() for e in split] + (task.get("test") or [])
+    held = {text for a, b, _ in examples for text in (a, b) if text}
+    return [d for d in ([s for s in doc if s not in held] for doc in docs) if d]
+
+
 def pick_device(name):
     """The device as the paper scripts choose it: `auto` is CUDA, then MPS, then the CPU; a named one must exist."""
     available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
@@ -805,7 +923,7 @@ def pick_device(name):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     p = plan(args)
-    device = pick_device(args.device)
+    device = torch.device(args.device) if args.dry_run and args.device != "auto" else pick_device(args.device)
     task = finetune.read_task(args.task)  # every input is checked before anything is written
     missing = [item for item in (args.data or "").split(",") if item.strip() and not item.startswith("hf:")
                and not glob.glob(item.strip())]
@@ -825,14 +943,15 @@ def main(argv=None):
     if data is None:  # one reading of the default corpus for all five, instead of one each
         data = str(out / "corpus.txt")
         if not Path(data).exists():
-            docs = importlib.import_module(p["papers"][0]).default_corpus()
+            docs = corpus_without(importlib.import_module(p["papers"][0]).default_corpus(), task)
             Path(data + ".tmp").write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n")
             os.replace(data + ".tmp", data)
 
     # a stage is (what, row): pretraining, the probes of its kept checkpoints, fine-tuning its last one
     stages = [(what, r) for what in ("pretrain", "probe", "finetune") for r in p["rows"]]
-    stages += [("cross", r) for r in p["rows"] if {"bert", "albert"} <= set(p["papers"]) and r["paper"] in
-               ("bert", "albert")]
+    both = {"bert", "albert"} <= set(p["papers"]) and all(getattr(r["config"], "next_sentence", True)
+                                                          for r in p["rows"])  # BERT with its NSP head
+    stages += [("cross", r) for r in p["rows"] if both and r["paper"] in ("bert", "albert")]
     estimate = {(what, r["paper"]): stage_seconds(what, r, p, args, task, device) for what, r in stages}
     timed = {what: [0.0, 0.0] for what in ("pretrain", "probe", "finetune", "cross")}  # measured, estimated
     records, t_start = {}, time.time()

@@ -11,8 +11,9 @@ import torch
 import conftest
 import albert
 
-DIFF_BUDGET = 382  # changed lines in `diff bert.py albert.py`; docs/diff-bert-albert.md walks through the hunks
+DIFF_BUDGET = 393  # changed lines in `diff bert.py albert.py`; docs/diff-bert-albert.md walks through the hunks
 # (+19 with the deterministic tokenizer training: sorted "##" pieces for WordPiece, sorted and rounded unigram pieces)
+# (+11 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 
 
 def tiny(**changes):

@@ -13,8 +13,9 @@ import torch
 import conftest
 import bert
 
-DIFF_BUDGET = 576  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
+DIFF_BUDGET = 579  # changed lines in `diff gpt.py bert.py`; docs/gpt-and-bert.md walks through the hunks
 # (+10 with the deterministic tokenizer training: WordPiece's "##" pieces where GPT-1 numbers its "</w>" ones)
+# (+3 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 
 
 def tiny(**changes):
@@ -291,6 +292,29 @@ def test_nsp_loss_counts_both_classes(data):
     flipped = dict(batch, pair_labels=1 - batch["pair_labels"])
     assert not torch.isclose(bert.compute_loss(model, flipped, tiny())[1]["nsp_loss"], m["nsp_loss"])
     assert (m["mlm_loss"] + m["nsp_loss"]).item() == pytest.approx(loss.item())
+
+
+def test_without_next_sentence_b_always_continues_a_and_the_loss_is_the_masked_lm(corpus, tokenizer_file, tmp_path):
+    """next_sentence=False, the ELECTRA release's BERT baseline (electra_objective false): no random B, no NSP."""
+    shutil.copy(tokenizer_file, tmp_path / "tokenizer.json")
+    tok = bert.load_tokenizer(tmp_path)
+    splits = {ns: bert.load_data(bert.read_corpus(str(corpus)), tok, tmp_path, tiny(next_sentence=ns))["train"]
+              for ns in (True, False)}
+    for ns, split in splits.items():  # a token offset's document, by its sentence
+        doc_of = np.repeat(np.arange(len(split["documents"])), np.diff(split["documents"], axis=1)[:, 0])
+        doc, doc_b = (doc_of[np.minimum(np.searchsorted(split["sentences"][:, 1], split[s][:, 0], side="right"),
+                                        len(doc_of) - 1)] for s in "ab")  # an empty B may sit at the very end
+        follows = (split["b"][:, 0] >= split["a"][:, 1]) & ((doc_b == doc) | (split["b"][:, 1] == split["b"][:, 0]))
+        assert follows.all() == (not ns)  # with NSP, half of the Bs come from other documents
+        assert (split["pair_labels"] == 0).all() == (not ns)
+    model, cfg = bert.Model(tiny(next_sentence=False)), tiny(next_sentence=False)
+    batch = bert.get_batch(conftest.with_rows(bert, splits[False], cfg.seq_len), np.arange(16), 0, cfg)
+    loss, metrics = bert.compute_loss(model, batch, cfg)
+    loss.backward()
+    assert set(metrics) == {"mlm_loss", "mlm_acc"} and loss.item() == metrics["mlm_loss"].item()
+    assert model.nsp.weight.grad.abs().sum() == 0 and model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    with_nsp = bert.compute_loss(model, batch, tiny())[1]  # the same masked LM, the NSP loss added
+    assert with_nsp["mlm_loss"].item() == metrics["mlm_loss"].item() and "nsp_loss" in with_nsp
 
 
 # --- training and command line ---

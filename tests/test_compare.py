@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+import albert
 import bert
 import compare
 import electra
+import finetune
 import gpt
 from conftest import ROOT, run_script
 
@@ -193,8 +195,14 @@ def test_a_two_paper_run_writes_the_table_json_and_plot(finished):
     versus = results["versus_bert"]["electra - bert"]
     assert versus["probe"]["mean"] == pytest.approx(results["papers"]["electra"]["probe"]["mean"]
                                                      - results["papers"]["bert"]["probe"]["mean"])
+    for r in results["papers"].values():  # the word-order probe: k of the pairs right, at each kept step
+        for f in r["fractions"].values():
+            assert round(f["order_probe"] * results["order_pairs"]) == pytest.approx(f["order_probe"]
+                                                                                      * results["order_pairs"])
+        assert r["order_gain"]["mean"] == pytest.approx(r["order"]["mean"] - r["order_floor"]["mean"])
+    assert results["order_pairs"] > 0 and "order" in results["versus_bert"]["electra - bert"]
     table = (finished / "results.md").read_text()
-    assert "| bert |" in table and "| electra |" in table and "ELECTRA-Small" in table
+    assert "| bert |" in table and "| electra |" in table and "ELECTRA-Small" in table and "Word order" in table
     assert "| electra - bert |" in table and "Reading (written by the run" in table
     assert (finished / "score_vs_flops.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -222,6 +230,7 @@ def test_the_interval_holds_the_mean_and_leaves_out_zero_only_for_a_clear_differ
     assert mixed["low"] < 0 < mixed["high"] and not mixed["beyond_noise"]
     assert compare.interval([0.02, 0.02, 0.02]) == {"mean": 0.02, "low": 0.02, "high": 0.02, "beyond_noise": True}
     assert compare.interval([1, -1] * 20 + [1]) == mixed  # the same draws every time
+    assert not compare.interval([0.05])["beyond_noise"]  # one fine-tuning seed: no spread to judge by
 
 
 def test_the_probe_is_deterministic_and_reads_what_the_features_hold():
@@ -248,6 +257,78 @@ def test_the_probe_is_deterministic_and_reads_what_the_features_hold():
     first = compare.probe(bert, model, task, cpu)
     assert first == [1, 1, 1, 1]
     assert compare.probe(bert, model, task, cpu) == first  # deterministic
+
+
+def test_the_word_order_pairs_swap_two_neighbours_of_each_sentence():
+    task = {"train": [("one two three four five six", None, 0), ("a a a a", None, 1)],
+            "dev": {"dev": [(" ".join(f"w{i}" for i in range(30)), None, 0)]}}
+    order = compare.word_order(task)
+    assert len(order["train"]) == 1  # "a a a a" has no two different neighbours to swap
+    for original, swapped in order["train"] + order["dev"]:
+        a, b = original.split(), swapped.split()
+        where = [i for i in range(len(a)) if a[i] != b[i]]
+        assert sorted(a) == sorted(b) and len(where) == 2 and where[1] == where[0] + 1 < 12
+        assert (b[where[0]], b[where[1]]) == (a[where[1]], a[where[0]])
+    assert compare.word_order(task) == order  # drawn the same every time
+
+
+def test_the_word_order_probe_needs_positions_and_is_deterministic():
+    """A model without position embeddings sees a sentence and its swapped copy as the same bag of words: the
+    features' difference is zero, the probe gives every pair one answer, and the originals come first in every
+    other pair, so it is right exactly half of the time."""
+    sentences = [f"the {a} reads the {b} from the {c}" for a in ("file", "path", "line", "word")
+                 for b in ("disk", "folder", "module") for c in ("cache", "table")]
+    task = {"train": [(t, None, 0) for t in sentences[:16]], "dev": {"dev": [(t, None, 0) for t in sentences[16:]]}}
+    order = compare.word_order(task)
+    torch.manual_seed(0)
+    model = bert.Model(bert.PRESETS["tiny"])
+    model.tokenizer = bert.train_tokenizer([sentences * 5], bert.PRESETS["tiny"])
+    cpu = torch.device("cpu")
+    first = compare.order_probe(bert, model, order, cpu)
+    assert len(first) == len(order["dev"]) and compare.order_probe(bert, model, order, cpu) == first
+    with torch.no_grad():
+        model.embeddings.positions.weight.zero_()
+    assert sum(compare.order_probe(bert, model, order, cpu)) == len(order["dev"]) // 2
+
+
+def test_the_default_corpus_of_a_comparison_holds_no_sentence_of_the_task():
+    task = finetune.builtin_task()
+    docs = gpt.default_corpus()
+    kept = compare.corpus_without(docs, task)
+    sentences = {t for a, _, _ in task["train"] + task["dev"]["dev"] + task["test"] for t in (a,)}
+    before, after = [s for d in docs for s in d], [s for d in kept for s in d]
+    assert sum(s in sentences for s in before) > 1000  # the task's sentences come from these docstrings
+    assert not any(s in sentences for s in after)
+    assert len(after) == sum(s not in sentences for s in before)  # nothing else is lost
+
+
+def test_albert_holds_fewer_weights_than_bert_but_the_same_activations():
+    """ALBERT's downsizing at one shape: shared layers and a factorised embedding cut the parameters and their
+    training state (16 bytes each), not what the forward keeps for the backward; dropout keeps its masks too."""
+    shape = dict(layers=2, hidden=128, heads=2, ffn=512, vocab_size=4096, seq_len=32, batch_size=8, dropout=0.0)
+    b = compare.memory("bert", bert.Config(**shape))
+    a = compare.memory("albert", albert.Config(**shape, embed=64))
+    assert a["parameters"] < 0.6 * b["parameters"] and b["state"] == 16 * b["parameters"]
+    assert a["activations"] == pytest.approx(b["activations"], rel=0.05)
+    assert compare.memory("bert", bert.Config(**dict(shape, dropout=0.1)))["activations"] > 1.1 * b["activations"]
+    deeper = compare.memory("bert", bert.Config(**dict(shape, layers=4)))
+    assert deeper["activations"] > 1.8 * b["activations"]  # a layer's work is kept, layer by layer
+
+
+def test_the_small_plan_is_electra_against_bert_without_nsp_and_fits_an_hour(tmp_path):
+    r = run_script(ROOT / "compare.py", "--size", "small", "--device", "cuda", "--dry-run", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split()[0] for line in r.stdout.splitlines() if line.split()[:1] and line.split()[0] in compare.PAPERS]
+    assert rows == ["gpt", "bert", "electra"] and "bert.next_sentence=False" in r.stdout
+    args = compare.build_parser().parse_args(["--size", "small"])
+    p = compare.plan(args)
+    assert next(row for row in p["rows"] if row["paper"] == "bert")["config"].next_sentence is False
+    task, cuda = {"train": [None] * 600}, torch.device("cuda")
+    assert compare.total_estimate(p, args, task, cuda) <= 3600
+    smoke = compare.build_parser().parse_args(["--size", "small", "--budget", "1.5e16"])
+    assert compare.total_estimate(compare.plan(smoke), smoke, task, cuda) <= 330
+    again = compare.build_parser().parse_args(["--size", "small", "--set", "bert.next_sentence=True"])
+    assert next(row for row in compare.plan(again)["rows"] if row["paper"] == "bert")["config"].next_sentence
 
 
 def test_the_cross_evaluation_pairs_are_the_other_tasks_examples():
@@ -344,6 +425,7 @@ def test_other_settings_in_the_same_out_are_refused(finished, corpus, small_task
     (["--set", "electra.max_len=16"], "leaves no model to build"),
     (["--set", "bert.lr=1e400"], "give a number of 0 or more"),
     (["--set", "bert.dropout=True"], "give a number of 0 or more"),
+    (["--set", "bert.next_sentence=0"], "give True or False"),
     (["--set", "bert.lr=-1"], "give a number of 0 or more"),
     (["--set", "bert.eval_interval=5"], "sets eval_interval the same"),
     (["--set", "electra.layers=1.5"], "sets layers the same"),

@@ -12,7 +12,8 @@ import torch
 import conftest
 import electra
 
-DIFF_BUDGET = 568  # changed lines in `diff bert.py electra.py`; docs/diff-bert-electra.md walks through the hunks
+DIFF_BUDGET = 573  # changed lines in `diff bert.py electra.py`; docs/diff-bert-electra.md walks through the hunks
+# (+5 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 
 
 def tiny(**changes):

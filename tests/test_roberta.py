@@ -12,8 +12,9 @@ import bert
 import conftest
 import roberta
 
-DIFF_BUDGET = 367  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
+DIFF_BUDGET = 370  # changed lines in `diff bert.py roberta.py`; docs/diff-bert-roberta.md walks through the hunks
 # (+15 with the deterministic tokenizer training, which WordPiece needs and byte-level BPE does not)
+# (+3 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 
 
 def tiny(**changes):
