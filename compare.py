@@ -763,7 +763,9 @@ def reading(results):
                         if results["papers"]["albert"]["config"]["dropout"] < results["papers"]["bert"]["config"]
                         ["dropout"] else "."))
     beaten = sum(r["probe_gain"]["low"] > 0 for r in results["papers"].values())
-    lines.append(f"- {beaten} of {len(results['papers'])} papers beat their floor on the probe beyond the noise.")
+    ordered = sum(r["order_gain"]["low"] > 0 for r in results["papers"].values())
+    lines.append(f"- {beaten} of {len(results['papers'])} papers beat their floor on the probe beyond the noise, "
+                 f"{ordered} on word order.")
     return lines
 
 
