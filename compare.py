@@ -569,18 +569,16 @@ def probe_stage(row, args, out, task, device, pretrain_key):
         return record, False
     mod, order = importlib.import_module(paper), word_order(task)
     t0, right, right_order = time.time(), {}, {}
+    # a model read by both probes: GPT-1's first classifier adds its task tokens, the second finds them there
     for (a, b), steps in zip(FRACTIONS, row["kept"]):
-        path = out / "pretrain" / paper / f"ckpt-{steps}.pt"
-        model = mod.model_from_checkpoint(path)
+        model = mod.model_from_checkpoint(out / "pretrain" / paper / f"ckpt-{steps}.pt")
         tokenizer = copy.deepcopy(model.tokenizer)  # before GPT-1's classifier adds its task tokens to it
         right[fraction_name(a, b)] = probe(mod, model, task, device)
-        right_order[fraction_name(a, b)] = order_probe(mod, mod.model_from_checkpoint(path), order, device)
-    for answers, score in ((right, lambda m: probe(mod, m, task, device)),
-                           (right_order, lambda m: order_probe(mod, m, order, device))):
-        torch.manual_seed(0)
-        floor = mod.Model(row["config"])
-        floor.tokenizer = copy.deepcopy(tokenizer)  # the whole budget's
-        answers["floor"] = score(floor)
+        right_order[fraction_name(a, b)] = order_probe(mod, model, order, device)
+    torch.manual_seed(0)
+    floor = mod.Model(row["config"])
+    floor.tokenizer = tokenizer  # the whole budget's
+    right["floor"], right_order["floor"] = probe(mod, floor, task, device), order_probe(mod, floor, order, device)
     record = {"key": key, "done": True, "seconds": time.time() - t0, "right": right, "order": right_order}
     write_stage(folder, record)
     return record, True
@@ -648,7 +646,8 @@ def interval(differences, draws=10_000):
 def memory(paper, cfg):
     """What training one micro-batch of the shape holds, in bytes: `state`, the fp32 weights with their gradients
     and the optimiser's two moments (16 bytes a parameter, Adam's and LAMB's alike), and `activations`, what
-    autograd keeps of the encoder's forward for the backward (each storage once, the weights left out)."""
+    autograd keeps of the encoder's forward for the backward (each storage once, the weights left out), measured on
+    two sequences and counted for the micro-batch, so that a base-size shape needs no gigabytes here."""
     torch.manual_seed(0)
     model = importlib.import_module(paper).Model(cfg).train()
     weights, kept = {w.untyped_storage().data_ptr() for w in model.parameters()}, {}
@@ -659,10 +658,12 @@ def memory(paper, cfg):
             kept[storage.data_ptr()] = storage.nbytes()
         return t
 
-    ids = torch.randint(5, cfg.vocab_size, (cfg.batch_size, cfg.seq_len))
+    n = min(cfg.batch_size, 2)  # from two sequences on, a batch of B keeps B/2 times as much (one takes other paths)
+    ids = torch.randint(5, cfg.vocab_size, (n, cfg.seq_len))
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
         model.encode(ids, torch.ones_like(ids))
-    return {"parameters": model.num_params(), "state": 16 * model.num_params(), "activations": sum(kept.values())}
+    return {"parameters": model.num_params(), "state": 16 * model.num_params(),
+            "activations": cfg.batch_size * sum(kept.values()) // n}
 
 
 def collect(p, args, out, task, records):
