@@ -619,26 +619,8 @@ def export_classifier(clf, folder, labels, regression):
 
 # ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====
 
-import argparse
-import ast
-import atexit
-import contextlib
-import ctypes
-import dataclasses
-import glob
-import hashlib
-import itertools
-import json
-import math
-import os
-import queue
-import re
-import shutil
-import sys
-import sysconfig
-import tempfile
-import threading
-import time
+import argparse, ast, atexit, collections, concurrent.futures, contextlib, ctypes, dataclasses, glob
+import hashlib, itertools, json, math, os, re, shutil, sys, sysconfig, tempfile, time
 from pathlib import Path
 
 import filelock
@@ -655,6 +637,13 @@ class UserError(Exception):
 def document(text):
     """A text's sentences: each line cut after every . ! or ? that white space follows."""
     return [s for line in text.splitlines() for s in re.split(r"(?<=[.!?])\s+", line.strip()) if s]
+
+
+def default_corpus_files():
+    stdlib = sysconfig.get_paths()["stdlib"]
+    files = sorted(glob.glob(f"{stdlib}/*.py") + glob.glob(f"{stdlib}/*/*.py"))
+    skip = ("site-packages", "idlelib", "test")  # no tests, no IDLE
+    return [f for f in files if not any(w in f[len(stdlib):] for w in skip)]
 
 
 def default_corpus():
@@ -677,19 +666,14 @@ def default_corpus():
     return [doc for doc in (document("\n".join(p)) for p in paragraphs) if doc]
 
 
-def default_corpus_files():
-    stdlib = sysconfig.get_paths()["stdlib"]
-    files = sorted(glob.glob(f"{stdlib}/*.py") + glob.glob(f"{stdlib}/*/*.py"))
-    skip = ("site-packages", "idlelib", "test")  # no tests, no IDLE
-    return [f for f in files if not any(w in f[len(stdlib):] for w in skip)]
-
-
+@dataclasses.dataclass
 class Corpus:
     """Documents streamed anew each time: read() yields (document, bytes read so far). `key` names
     the content for the caches without reading it; `size` is in bytes (None: unknown)."""
-
-    def __init__(self, spec, key, size, read):
-        self.spec, self.key, self.size, self.read = spec, key, size, read
+    spec: str
+    key: list
+    size: int
+    read: object
 
     def __iter__(self):
         return (doc for doc, _ in self.read())
@@ -699,13 +683,12 @@ def read_corpus(spec):
     """--data: None (the default corpus); text files, folders or globs, comma-separated, a blank
     line between documents; .jsonl, a `text` a line; or hf:NAME[:CONFIG] through `datasets`."""
     if spec is None:
-        docs = []
+        stats, docs = [(f, os.stat(f)) for f in default_corpus_files()], []  # the key reads none
 
         def read_default():
             docs[:] = docs or default_corpus()  # parsed once
             return zip(docs, itertools.accumulate(sum(len(s) + 1 for s in d) for d in docs))
 
-        stats = [(f, os.stat(f)) for f in default_corpus_files()]  # the key: none of them read
         key = [sys.version, [(f, s.st_size, s.st_mtime_ns) for f, s in stats]]
         return Corpus("the docs shipped with Python", key, None, read_default)
     if spec.startswith("hf:"):
@@ -738,26 +721,22 @@ def read_corpus(spec):
             files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
     stats = [f.stat() for f in files]
 
-    def read_files():
-        done = 0
-        for f in files:
+    def read_files():  # a .jsonl file holds a document a line; a text file, a blank line ends one
+        for f, done in zip(files, itertools.accumulate([0] + [s.st_size for s in stats])):
             try:
-                with open(f, "rb") as lines:
-                    text = []
-                    for number, raw in enumerate(itertools.chain(lines, [b""]), 1):  # b"": the end
-                        done, line = done + len(raw), raw.decode("utf-8")
-                        if line.strip() and f.suffix == ".jsonl":  # a document a line
-                            try:
-                                text = [str(json.loads(line)["text"])]
-                            except (ValueError, KeyError, TypeError):
-                                raise UserError(f"--data: {f}, line {number}: not a JSON object "
-                                                "with a 'text' field") from None
-                        elif line.strip():
-                            text.append(line)
-                            continue
-                        if doc := document("".join(text)):  # a blank line ends a document
-                            yield doc, done
-                        text = []
+                with open(f, "rb") as raw:
+                    lines = enumerate((line.decode("utf-8") for line in raw), 1)
+                    jsonl = f.suffix == ".jsonl"
+                    for key, group in itertools.groupby(lines, lambda x: bool(x[1].strip()) and (
+                            x[0] if jsonl else True)):
+                        text = "".join(line for _, line in group)
+                        try:
+                            text = str(json.loads(text)["text"]) if key and jsonl else text
+                        except (ValueError, KeyError, TypeError):
+                            raise UserError(f"--data: {f}, line {key}: not a JSON object with a "
+                                            "'text' field") from None
+                        if key and (doc := document(text)):
+                            yield doc, done + raw.tell()
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"--data: cannot read {f} as UTF-8 text: {e}") from None
 
@@ -941,41 +920,34 @@ class HFConfig(dict):
         raise UserError(f"--from-pretrained {self.path}: config.json has no {key!r}")
 
 
-def pretrained_folder(name):
-    """--from-pretrained: a folder, or a model on the Hugging Face hub (`bert-base-uncased`) whose
-    files that a script reads are downloaded once (PyTorch weights only without safetensors)."""
-    if Path(name).exists() or not re.fullmatch(r"\w[\w.-]*(/\w[\w.-]*)?", str(name)):
-        return Path(name)
-    import huggingface_hub as hub
+def read_pretrained(name, model_type):
+    """(config, state dict) of a Hugging Face-format folder, or of a hub model (`bert-base-uncased`)
+    whose files this script reads are downloaded once; one clear error if it is unreadable."""
+    path = Path(name)
+    if not path.exists() and re.fullmatch(r"\w[\w.-]*(/\w[\w.-]*)?", str(name)):
+        import huggingface_hub as hub
 
-    try:
-        files = ["config.json", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"]
-        folder = Path(hub.snapshot_download(name, allow_patterns=[*files, "model.safetensors"]))
-        return folder if (folder / "model.safetensors").exists() else Path(
-            hub.snapshot_download(name, allow_patterns=["pytorch_model.bin"]))
-    except Exception as e:  # no network (and not in the cache), no such model, a private one
-        why = "the hub cannot be reached, and it is not in the cache" if isinstance(
-            e, FileNotFoundError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"--from-pretrained {name}: no such folder, and not from the hub "
-                        f"({why})") from None
-
-
-def read_pretrained(path, model_type):
-    """(config, state dict) of a Hugging Face-format folder or hub model; one clear error if it is
-    unreadable. The config's `path` is the folder."""
-    path = pretrained_folder(path)
-    weights = path / "model.safetensors"
+        try:
+            files = ["config.json", "tokenizer.json", "vocab.txt", "vocab.json", "merges.txt"]
+            path = Path(hub.snapshot_download(name, allow_patterns=[*files, "model.safetensors"]))
+            if not (path / "model.safetensors").exists():  # PyTorch weights only without it
+                path = Path(hub.snapshot_download(name, allow_patterns=["pytorch_model.bin"]))
+        except Exception as e:  # no network (and not in the cache), no such model, a private one
+            why = "the hub cannot be reached, and it is not in the cache" if isinstance(
+                e, FileNotFoundError) else (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"--from-pretrained {name}: no such folder, and not from the hub "
+                            f"({why})") from None
     try:
         hf = HFConfig(json.loads((path / "config.json").read_text()))
     except (OSError, ValueError, TypeError) as e:  # TypeError: JSON that is not an object
         raise UserError(f"--from-pretrained {path}: no readable config.json "
                         f"({type(e).__name__})") from None
-    hf.path = path
+    hf.path = path  # the folder, where the tokenizer's files are
     if hf.get("model_type") != model_type:
         raise UserError(f"--from-pretrained {path}: holds a {hf.get('model_type')!r} model, this "
                         f"script loads {model_type!r}")
     try:
-        if weights.exists():
+        if (weights := path / "model.safetensors").exists():
             from safetensors.torch import load_file
             sd = load_file(str(weights))
         else:
@@ -984,8 +956,8 @@ def read_pretrained(path, model_type):
         raise UserError(f"--from-pretrained {path}: no readable model.safetensors or "
                         f"pytorch_model.bin ({type(e).__name__})") from None
     # older TensorFlow ports name LayerNorm's parameters gamma and beta
-    sd = {k.replace("LayerNorm.gamma", "LayerNorm.weight"): v for k, v in sd.items()}
-    return hf, {k.replace("LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
+    return hf, {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+        "LayerNorm.beta", "LayerNorm.bias"): v for k, v in sd.items()}
 
 
 def load_weights(model, sd, path, optional=()):
@@ -1203,28 +1175,16 @@ def training_batches(data, ids, seed, cfg, ahead, device):
     if not ahead:
         yield from map(build, ids)
         return
-    made, stop = queue.Queue(maxsize=ahead), threading.Event()
-
-    def work():
-        try:
-            if device.type == "cuda":  # a new thread's device is GPU 0: pinning opens a context
-                torch.cuda.set_device(device)
-            for i in itertools.takewhile(lambda _: not stop.is_set(), ids):
-                made.put(build(i))
-            made.put(None)  # the end
-        except BaseException as e:  # raised again in the loop
-            made.put(e)
-
-    threading.Thread(target=work, name="prefetch", daemon=True).start()
+    # a new thread's device is GPU 0, and pinning would open a context there
+    start = (torch.cuda.set_device, (device,)) if device.type == "cuda" else (None, ())
+    pool = concurrent.futures.ThreadPoolExecutor(1, "prefetch", *start)
     try:
-        while (batch := made.get()) is not None:
-            if isinstance(batch, BaseException):
-                raise batch
-            yield batch
-    finally:  # the loop has stopped: empty the queue, so the thread puts at most one more and ends
-        stop.set()
-        while not made.empty():
-            made.get_nowait()
+        made = collections.deque(pool.submit(build, i) for i in itertools.islice(ids, ahead))
+        while made:
+            made.extend(pool.submit(build, i) for i in itertools.islice(ids, 1))
+            yield made.popleft().result()  # an error met while building is raised here
+    finally:  # the loop has stopped: what is not built yet never will be
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def train(args):
@@ -1281,16 +1241,17 @@ def train(args):
         optimizer = configure_optimizer(raw.to(rt.device), cfg, rt.device)
         scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.dtype == "fp16")
         torch.manual_seed(args.seed + rt.rank)  # dropout differs across ranks
+        cuda = rt.device.type == "cuda"
         if state:
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"])
-            if "cuda_rng" in state and rt.device.type == "cuda":
+            if "cuda_rng" in state and cuda:
                 torch.cuda.set_rng_state(state["cuda_rng"])
         model = torch.compile(raw) if args.compile else raw
         if rt.ddp:
-            ids = [rt.device.index] if rt.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[rt.device.index] if cuda else None)
 
         # Logging: metrics.jsonl (a resumed run drops the lines after its checkpoint), and a line
         # per log interval.
@@ -1314,7 +1275,7 @@ def train(args):
 
         # The loop: a step is A micro-batches on each of W processes, B sequences each; on a GPU a
         # thread builds the batches ahead, and the next one is sent while the GPU computes.
-        B, A, W, cuda = cfg.batch_size, cfg.grad_accum, rt.world, rt.device.type == "cuda"
+        B, A, W = cfg.batch_size, cfg.grad_accum, rt.world
         ahead = args.prefetch if args.prefetch is not None else 4 if cuda else 0
         batches = training_batches(data["train"], micro_batch_ids(step, seen, cfg, rt.rank, W),
                                    args.seed, cfg, ahead, rt.device)

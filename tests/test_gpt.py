@@ -270,9 +270,9 @@ def test_micro_batches_and_the_prefetching_thread(corpus, gpt_tokenizer, tmp_pat
     time.sleep(0.5)  # the thread fills the queue and waits to put one more
     stopped.close()  # the loop stopped early (an error, Ctrl-C): the thread must not wait on a full queue forever
     deadline = time.time() + 10
-    while any(t.name == "prefetch" for t in threading.enumerate()) and time.time() < deadline:
+    while any(t.name.startswith("prefetch") for t in threading.enumerate()) and time.time() < deadline:
         time.sleep(0.05)
-    assert not any(t.name == "prefetch" for t in threading.enumerate())
+    assert not any(t.name.startswith("prefetch") for t in threading.enumerate())
 
 
 def test_nan_loss_stops_the_run_with_a_clear_message(corpus, tmp_path, monkeypatch):
