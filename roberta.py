@@ -1272,9 +1272,15 @@ def kept_steps(text):
     return steps
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # "(default: None)", "False" or "" would say nothing
+        if action.default is None or action.default is False or action.default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=Help)
     add, preset = p.add_argument, "(default: the preset's)"
     add("--train", action="store_true", help="pretrain, then run the demo")
     add("--size", help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")

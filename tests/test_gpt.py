@@ -4,6 +4,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -386,6 +387,11 @@ def test_help_lists_every_option():
                  "--dtype", "--compile", "--resume", "--seed", "--from-pretrained", "--sample", "--temperature",
                  "--top-k", "--prefetch", "--prepare-only", "--keep"):
         assert flag in out.stdout
+    text = " ".join(out.stdout.split())  # argparse wraps the help at the terminal's width
+    assert "(default: 0)" in text and "(default: runs/gpt)" in text  # --seed, --out
+    for empty in ("(default: None)", "(default: False)", "(default: )"):
+        assert empty not in text  # no default that says nothing
+    assert not re.search(r"\(default: [^)]*\) \(default:", text)  # none said twice
 
 
 def test_data_formats(tmp_path, monkeypatch):
