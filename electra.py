@@ -1249,6 +1249,7 @@ def training_batches(data, ids, seed, cfg, ahead, device):
     if not ahead:
         yield from map(build, ids)
         return
+    ids = iter(ids)  # each islice below takes the next ones
     # a new thread's device is GPU 0, and pinning would open a context there
     start = (torch.cuda.set_device, (device,)) if device.type == "cuda" else (None, ())
     pool = concurrent.futures.ThreadPoolExecutor(1, "prefetch", *start)
@@ -1449,36 +1450,30 @@ def kept_steps(text):
     return steps
 
 
-class Help(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):  # "(default: None)", "False" or "" would say nothing
-        if action.default is None or action.default is False or action.default == "":
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=Help)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add, preset = p.add_argument, "(default: the preset's)"
     add("--train", action="store_true", help="pretrain, then run the demo")
     add("--size", help=f"preset: {', '.join(PRESETS)} (default: small on CUDA, else tiny)")
     add("--data", help="text files, folders or globs, comma-separated; .jsonl with a 'text' "
         "field; or hf:NAME[:CONFIG] (default: the docs shipped with Python)")
-    add("--out", default=f"runs/{Path(__file__).stem}", help="run folder: checkpoint, data, logs")
+    add("--out", default=f"runs/{Path(__file__).stem}",
+        help="run folder: checkpoint, data, logs (default: %(default)s)")
     add("--steps", type=number("--steps", int), help=f"optimiser steps {preset}")
     add("--batch-size", type=number("--batch-size", int), help=f"sequences a micro-batch {preset}")
     add("--grad-accum", type=number("--grad-accum", int), help=f"micro-batches per step {preset}")
     add("--lr", type=number("--lr", float), help=f"peak learning rate {preset}")
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-        help="auto: CUDA, then MPS, then CPU")
+        help="auto (the default): CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto: bf16 where the device has it natively (a CPU: AVX-512 BF16 or "
+        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 or "
         "AMX), else fp16 with loss scaling on a GPU, fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")
     add("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
     add("--seed", type=number("--seed", int, zero=True), default=0,
-        help="seed of the weights, the data and sampling")
+        help="seed of the weights, the data and sampling (default: 0)")
     add("--from-pretrained", metavar="DIR", help="a Hugging Face-format checkpoint folder")
     add("--keep", type=kept_steps, default="", metavar="STEPS",
         help="also keep these steps' checkpoints (comma-separated) as ckpt-STEP.pt in --out")

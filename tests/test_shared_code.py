@@ -18,7 +18,7 @@ FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_c
 # lines below the fence, and above it per script: the paper parts may only shrink (they grew by what left the
 # fence: the optimiser and the fine-tuning groups; gpt.py by its blockwise loss, LMLoss, 26 lines; and by the
 # deterministic tokenizer training, 10 lines in gpt, bert and electra, 9 in albert)
-PLUMBING_BUDGET = 841  # measured; the goal is 500 (docs/layout.md): only a new feature may raise it
+PLUMBING_BUDGET = 836  # measured; the goal is 500 (docs/layout.md): only a new feature may raise it
 PAPER_BUDGET = {"gpt": 437 + 18 + 26, "bert": 548 + 18 + 10, "roberta": 507 + 18, "albert": 600 + 18 + 9,
                 "electra": 657 + 30 + 10}
 SECTIONS = ["config", "model", "objective", "tokenizer", "fine-tuning", "demo", "checkpoints: the Hugging Face layout"]
