@@ -194,23 +194,29 @@ def fail(message):
     raise SystemExit(2)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA if available")
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto (the default): CUDA if available")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="autocast dtype for both; auto: as the paper scripts choose it (bf16 where native)")
+                   help="autocast dtype for both; auto (the default): as the paper scripts choose it "
+                        "(bf16 where native)")
     p.add_argument("--size", default=None, help="preset of every model (default: small on CUDA, else tiny)")
-    p.add_argument("--models", default=",".join(MODELS), help="comma-separated scripts to measure")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated scripts to measure (default: all five)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the preset's)")
     p.add_argument("--batch-size", type=int, default=None, help="sequences per step (default: the preset's)")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
-    p.add_argument("--steps", type=int, default=10, help="timed steps; the median is reported")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation, allocator, caches)")
-    p.add_argument("--json", default="runs/bench.json", help="where to write the results")
+    p.add_argument("--steps", type=int, default=10, help="timed steps; the median is reported (default: 10)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed steps first (compilation, allocator, caches; default: 3)")
+    p.add_argument("--json", default="runs/bench.json", help="where to write the results (default: runs/bench.json)")
     p.add_argument("--profile", default=None, metavar="PATH",
                    help="also profile 3 more steps of each of our models: a table of its costliest operations, in PATH")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is available")
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -883,21 +883,21 @@ def plot(results, path):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--papers", default=None, help="comma-separated (default: all five; at small, gpt,bert,electra)")
-    p.add_argument("--size", default="tiny", help=f"the shape for all: {', '.join(SIZES)}")
+    p.add_argument("--size", default="tiny", help=f"the shape for all: {', '.join(SIZES)} (default: tiny)")
     p.add_argument("--budget", type=float, default=None,
                    help="pretraining FLOPs per paper (default: the size's: "
                         + ", ".join(f"{k} {v['budget']:.3g}" for k, v in SIZES.items()) + ")")
-    p.add_argument("--task", default="builtin", help="the downstream task, as finetune.py takes it")
+    p.add_argument("--task", default="builtin", help="the downstream task, as finetune.py takes it (default: builtin)")
     p.add_argument("--seeds", type=int, default=None, help="fine-tuning seeds of the last checkpoint and of the "
                    "floor (default: the size's: "
                    + ", ".join(f"{k} {v['seeds']}" for k, v in SIZES.items()) + ")")
     p.add_argument("--data", default=None, help="the pretraining corpus, as the paper scripts take it (default: the "
                                                 "docs shipped with Python, written once to OUT/corpus.txt)")
-    p.add_argument("--out", default="runs/compare")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--out", default="runs/compare", help="the comparison's folder (default: runs/compare)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto (the default): CUDA, then MPS, then CPU")
     p.add_argument("--set", action="append", metavar="PAPER.FIELD=VALUE",
                    help="change one paper's setting, e.g. electra.gen_size=0.5, electra.disc_weight=20, bert.lr=1e-3 "
                         "(repeatable); its steps follow from the budget")

@@ -451,11 +451,11 @@ def load_pretrained(mod, args):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("paper", help=f"which paper script's model: {', '.join(PAPERS)}")
     p.add_argument("--task", default="builtin",
-                   help=f"builtin, a GLUE task ({', '.join(GLUE)}), a GLUE folder, or a folder of train/dev files")
+                   help=f"builtin (the default), a GLUE task ({', '.join(GLUE)}), a GLUE folder, or a folder of "
+                        "train/dev files")
     p.add_argument("--from-pretrained", default=None, metavar="DIR", help="a Hugging Face-format folder")
     p.add_argument("--ckpt", default=None, help="a checkpoint of `python PAPER.py --train` "
                                                 "(default: runs/PAPER/ckpt.pt)")
@@ -464,12 +464,12 @@ def build_parser():
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="(default: the recipe's)")
     p.add_argument("--max-len", type=int, default=None, help="tokens per example (default: the recipe's)")
-    p.add_argument("--seeds", type=int, default=3, help="fine-tuning runs with seeds 0, 1, ...")
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning runs with seeds 0, 1, ... (default: 3)")
     p.add_argument("--out", default=None, help="run folder (default: runs/finetune-PAPER-TASK)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="auto: CUDA, then MPS, then CPU")
+                   help="auto (the default): CUDA, then MPS, then CPU")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="autocast dtype, as the paper scripts choose it")
+                   help="autocast dtype; auto (the default): as the paper scripts choose it")
     p.add_argument("--no-baseline", action="store_true", help="skip the randomly initialised model")
     p.add_argument("--eval-only", action="store_true",
                    help="score the fine-tuned model of --from-pretrained (a sequence-classification folder, such as "

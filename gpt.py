@@ -95,9 +95,10 @@ class LMLoss(torch.autograd.Function):
         targets, count = targets.clamp(min=0), keep.sum().clamp(min=1)
         lse, grad = torch.empty(len(logits), device=logits.device), torch.empty_like(logits)
         for i in range(0, len(logits), rows):
-            x = logits[i:i + rows].to(torch.float32, copy=True)  # (rows, V), then exp(x - top)
-            sums = x.sub_(top := x.amax(-1, keepdim=True)).exp_().sum(-1, keepdim=True)
-            lse[i:i + rows], grad[i:i + rows] = (top + sums.log())[:, 0], x.div_(sums)  # log of the sum; softmax
+            top = logits[i:i + rows].amax(-1, keepdim=True).float()  # (rows, 1)
+            x = (logits[i:i + rows] - top).exp_()  # (rows, V) in fp32: one pass, no copy first
+            lse[i:i + rows] = (top + (sums := x.sum(-1, keepdim=True)).log())[:, 0]  # log of the sum
+            torch.div(x, sums, out=grad[i:i + rows])  # the softmax, written once
         grad[torch.arange(len(targets)), targets] -= 1  # d loss / d logits = (softmax - one-hot) / count, kept rows
         ctx.save_for_backward(grad, keep / count)
         return ((lse - logits.gather(1, targets[:, None])[:, 0].float()) * keep).sum() / count
@@ -105,7 +106,7 @@ class LMLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         grad, scale = ctx.saved_tensors
-        return grad * (scale * g).to(grad.dtype)[:, None], None, None
+        return grad.mul_((scale * g).to(grad.dtype)[:, None]), None, None  # called once: in place
 
 
 class Model(nn.Module):
@@ -921,9 +922,9 @@ def setup_runtime(args):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 left
     dtype = args.dtype
-    if dtype == "auto":  # bf16 where the device computes it natively: on a CPU, AVX-512 BF16 or AMX
-        bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: (
-            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())}
+    if dtype == "auto":  # bf16 where native: a CPU with AVX-512 BF16 (and AMX) and ATen's AVX-512 kernels
+        bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: "AVX512" in
+                torch.backends.cpu.get_cpu_capability() and torch.cpu._is_avx512_bf16_supported()}
         dtype = "bf16" if bf16[device.type]() else "fp32" if device.type == "cpu" else "fp16"
     if ddp := "RANK" in os.environ:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -1249,8 +1250,8 @@ def build_parser():
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
         help="auto (the default): CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 or "
-        "AMX), else fp16 with loss scaling on a GPU, fp32 on a CPU")
+        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 "
+        "and kernels), else fp16 with loss scaling on a GPU, fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")

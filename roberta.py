@@ -961,9 +961,9 @@ def setup_runtime(args):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 left
     dtype = args.dtype
-    if dtype == "auto":  # bf16 where the device computes it natively: on a CPU, AVX-512 BF16 or AMX
-        bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: (
-            torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())}
+    if dtype == "auto":  # bf16 where native: a CPU with AVX-512 BF16 (and AMX) and ATen's AVX-512 kernels
+        bf16 = {"cuda": torch.cuda.is_bf16_supported, "mps": lambda: True, "cpu": lambda: "AVX512" in
+                torch.backends.cpu.get_cpu_capability() and torch.cpu._is_avx512_bf16_supported()}
         dtype = "bf16" if bf16[device.type]() else "fp32" if device.type == "cpu" else "fp16"
     if ddp := "RANK" in os.environ:  # torchrun sets RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -1289,8 +1289,8 @@ def build_parser():
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
         help="auto (the default): CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 or "
-        "AMX), else fp16 with loss scaling on a GPU, fp32 on a CPU")
+        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 "
+        "and kernels), else fp16 with loss scaling on a GPU, fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")

@@ -23,6 +23,19 @@ SCRIPTS = ["gpt", "bert", "roberta", "albert", "electra"]
 METRICS = re.compile(r"val_(loss|.*_acc|auc)")  # each paper's own: LM loss, MLM, NSP and SOP accuracy, AUC
 
 
+def cpu():
+    """The CPU the timings need: its model, and the kernels ATen picked on it (AVX512, or AVX2 where the CPU has no
+    AVX-512 or ATEN_CPU_CAPABILITY=avx2 asks for them), which decide what `--dtype auto` is."""
+    import platform
+
+    import torch
+
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    bf16 = "with" if torch.cpu._is_avx512_bf16_supported() else "without"
+    return f"{model}, {bf16} AVX-512 BF16, ATen {torch.backends.cpu.get_cpu_capability()} kernels"
+
+
 def run(script, folder, dtype, seed):
     argv = [sys.executable, f"{script}.py", "--train", "--out", str(folder), "--dtype", dtype, "--seed", str(seed)]
     start = time.time()
@@ -47,7 +60,8 @@ def main(argv=None):
     p.add_argument("--no-warm", action="store_true", help="cold starts only")
     p.add_argument("--out", default="runs/default-runs", help="run folders, and results.json")
     args = p.parse_args(argv)
-    out, rows = Path(args.out), []
+    out, rows, machine = Path(args.out), [], cpu()
+    print(f"CPU: {machine}", flush=True)
     for script in args.scripts.split(","):
         for dtype in args.dtypes.split(","):
             for seed in map(int, args.seeds.split(",")):
@@ -57,7 +71,7 @@ def main(argv=None):
                     if start == "warm":
                         for name in ("ckpt.pt", "metrics.jsonl"):
                             (folder / name).unlink()
-                    rows.append({"start": start, **run(script, folder, dtype, seed)})
+                    rows.append({"start": start, "cpu": machine, **run(script, folder, dtype, seed)})
                     r = rows[-1]
                     shown = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k.startswith("val_"))
                     print(f"{script:8} {r['dtype']:5} {r['device']:10} seed {seed} {start}: {r['whole_s']:6.1f}s whole "

@@ -47,6 +47,7 @@ def reference(tmp_path_factory):
     return hf, path
 
 
+@pytest.mark.floats
 def test_parity_with_albert_for_pretraining(reference):
     hf, path = reference
     ours = albert.Model.from_pretrained(path).eval()
@@ -209,6 +210,7 @@ def test_ngram_masks_are_keyed_and_the_release_settings():
     assert albert.PRESETS["base"].dupe_factor == 40 and albert.PRESETS["base"].max_predictions == 20
 
 
+@pytest.mark.floats
 def test_one_lamb_step_by_hand():
     torch.manual_seed(0)
     w, b = torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(4))

@@ -81,6 +81,7 @@ def check_parity(ours, hf):
     torch.testing.assert_close(nsp, ref.seq_relationship_logits, atol=1e-5, rtol=0)
 
 
+@pytest.mark.floats
 def test_parity_with_bert_for_pretraining(reference):
     hf, path = reference
     ours = bert.Model.from_pretrained(path).eval()
@@ -103,6 +104,7 @@ def test_legacy_checkpoint_names_without_prefix_or_decoder_bias(reference, tmp_p
     check_parity(bert.Model.from_pretrained(tmp_path).eval(), hf)
 
 
+@pytest.mark.floats
 def test_encoder_only_checkpoint_gets_fresh_heads_and_a_warning(reference, tmp_path, capsys):
     hf, path = reference
     hf.bert.save_pretrained(tmp_path)  # a BertModel: no MLM or NSP head
@@ -144,6 +146,7 @@ def test_small_berts_match_the_reference_classes():
             assert bert.Model(cfg).num_params() == sum(p.numel() for p in ref.parameters())
 
 
+@pytest.mark.floats
 def test_padding_leaves_real_positions_unchanged():
     model = bert.Model(tiny()).eval()
     ids = torch.randint(5, 4096, (1, 10))
@@ -329,6 +332,7 @@ def test_tiny_run_lowers_mlm_loss(corpus, tokenizer_file, tmp_path, monkeypatch)
     assert {"mlm_acc", "nsp_acc", "nsp_loss"} <= rows[-1].keys()
 
 
+@pytest.mark.floats
 def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch):
     monkeypatch.setitem(bert.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_examples=16, dupe_factor=1))
     bert.train(train_args(tmp_path / "resumed", corpus, tokenizer_file, "--steps", 2))
@@ -342,6 +346,7 @@ def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch)
             assert a.get(k) == pytest.approx(b.get(k), abs=1e-6), (a["step"], k)
 
 
+@pytest.mark.floats
 def test_prefetched_batches_train_the_same_run(corpus, tokenizer_file, tmp_path, monkeypatch):
     """--prefetch 2 builds the batches (instances in epoch order, masks) in a thread ahead of the loop: the run is
     the run of --prefetch 0, step for step."""

@@ -233,6 +233,7 @@ def test_the_interval_holds_the_mean_and_leaves_out_zero_only_for_a_clear_differ
     assert not compare.interval([0.05])["beyond_noise"]  # one fine-tuning seed: no spread to judge by
 
 
+@pytest.mark.floats
 def test_the_probe_is_deterministic_and_reads_what_the_features_hold():
     """Sentences of one template, a fruit (class 0) or a number (class 1) in them; dev has other words. A model
     whose embeddings mark the class words is read perfectly; one whose embeddings are all zero gives every
@@ -272,10 +273,12 @@ def test_the_word_order_pairs_swap_two_neighbours_of_each_sentence():
     assert compare.word_order(task) == order  # drawn the same every time
 
 
+@pytest.mark.floats
 def test_the_word_order_probe_needs_positions_and_is_deterministic():
     """A model without position embeddings sees a sentence and its swapped copy as the same bag of words: the
-    features' difference is zero, the probe gives every pair one answer, and the originals come first in every
-    other pair, so it is right exactly half of the time."""
+    features' difference is rounding noise (the mean adds the same rows in another order, and other CPUs'
+    kernels round differently). A probe given no difference at all answers every pair alike, and the originals
+    come first in every other pair, so it is right exactly half of the time."""
     sentences = [f"the {a} reads the {b} from the {c}" for a in ("file", "path", "line", "word")
                  for b in ("disk", "folder", "module") for c in ("cache", "table")]
     task = {"train": [(t, None, 0) for t in sentences[:16]], "dev": {"dev": [(t, None, 0) for t in sentences[16:]]}}
@@ -286,9 +289,20 @@ def test_the_word_order_probe_needs_positions_and_is_deterministic():
     cpu = torch.device("cpu")
     first = compare.order_probe(bert, model, order, cpu)
     assert len(first) == len(order["dev"]) and compare.order_probe(bert, model, order, cpu) == first
+
+    def difference():  # the largest gap between a sentence's features and its swapped copy's, and their scale
+        texts = [(t, None, 0) for pair in order["train"] for t in pair]
+        h = compare.features(bert, model, model.tokenizer.token_to_id("[PAD]"), texts, 32, cpu)[0]
+        return (h[0::2] - h[1::2]).abs().max().item(), h.abs().max().item()
+    gap, scale = difference()
+    assert gap > 1e-3 * scale  # with positions, the order shows
     with torch.no_grad():
         model.embeddings.positions.weight.zero_()
-    assert sum(compare.order_probe(bert, model, order, cpu)) == len(order["dev"]) // 2
+    gap, scale = difference()
+    assert gap < 1e-5 * scale  # without, only rounding is left (fp32: about 1e-7 a sum)
+    n = len(order["dev"])
+    labels = (torch.arange(n) % 2 == 0).long()  # order_probe's labels: the original first in every other pair
+    assert sum(compare.linear_probe(torch.zeros(n, 8), labels, torch.zeros(n, 8), labels, 2)) == n // 2
 
 
 def test_the_default_corpus_of_a_comparison_holds_no_sentence_of_the_task():

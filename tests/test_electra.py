@@ -60,6 +60,7 @@ def inputs():
     return ids, (ids != 0).long(), types
 
 
+@pytest.mark.floats
 def test_parity_with_electra_for_pretraining_and_masked_lm(reference):
     disc, gen, disc_path, gen_path = reference
     ours = electra.Model.from_pretrained(disc_path, generator=gen_path).eval()
@@ -79,6 +80,7 @@ def test_parity_with_electra_for_pretraining_and_masked_lm(reference):
     assert ours.num_params() == sum(p.numel() for p in [*disc.parameters(), *gen.parameters()]) - shared
 
 
+@pytest.mark.floats
 def test_discriminator_alone_gets_a_fresh_generator_and_a_warning(reference, capsys):
     disc, _, disc_path, _ = reference
     ours = electra.Model.from_pretrained(disc_path).eval()
@@ -258,6 +260,7 @@ def test_tiny_run_learns_to_detect_replaced_content_tokens(corpus, tokenizer_fil
     assert electra.run(electra.main, ["--from-pretrained", str(tmp_path / "discriminator"), "--detect", "a b c"]) == 0
 
 
+@pytest.mark.floats
 def test_resume_continues_exactly(corpus, tokenizer_file, tmp_path, monkeypatch):
     monkeypatch.setitem(electra.PRESETS, "tiny", tiny(eval_interval=2, log_interval=1, eval_examples=32))
     for name, stops in (("resumed", [2, 4]), ("straight", [4])):  # within the 50 warmup steps: the same schedule

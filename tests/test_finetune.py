@@ -175,6 +175,7 @@ def test_input_formats(name):
     assert len(single) == 3  # the text and two special tokens
 
 
+@pytest.mark.floats
 @pytest.mark.parametrize("regression", [False, True], ids=["classes", "regression"])
 @pytest.mark.parametrize("name", PAPERS)
 def test_the_head_matches_the_hugging_face_classifier_and_exports_to_it(name, regression, tmp_path):
@@ -193,6 +194,7 @@ def test_the_head_matches_the_hugging_face_classifier_and_exports_to_it(name, re
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+@pytest.mark.floats
 @pytest.mark.parametrize("name", PAPERS)
 def test_the_pretrained_model_exports_to_its_hugging_face_class(name, tmp_path):
     mod, model = small_model(name)

@@ -1,5 +1,6 @@
 """gpt.py: parity with Hugging Face, the paper's size, causality, and the training plumbing every script shares."""
 
+import argparse
 import dataclasses
 import importlib
 import json
@@ -65,6 +66,7 @@ def reference(tmp_path_factory):
     return hf, path
 
 
+@pytest.mark.floats
 def test_parity_with_hugging_face(reference):
     hf, path = reference
     ours = gpt.Model.from_pretrained(path).eval()
@@ -81,6 +83,7 @@ def test_parity_with_hugging_face(reference):
     assert ours.num_params() == sum(p.numel() for p in hf.parameters())
 
 
+@pytest.mark.floats
 def test_parity_from_pytorch_model_bin(reference, tmp_path):
     hf, path = reference
     (tmp_path / "config.json").write_text((path / "config.json").read_text())
@@ -107,6 +110,7 @@ def test_base_preset_has_the_papers_parameter_count():
     assert model.head.weight is model.embeddings.tokens.weight
 
 
+@pytest.mark.floats
 def test_no_causal_leak():
     model = gpt.Model(tiny()).eval()
     ids = torch.randint(0, 4096, (1, 16))
@@ -118,6 +122,7 @@ def test_no_causal_leak():
     assert not torch.allclose(a[:, 9], b[:, 9])
 
 
+@pytest.mark.floats
 def test_right_padding_leaves_real_positions_unchanged():
     model = gpt.Model(tiny()).eval()
     ids = torch.randint(0, 4096, (1, 8))
@@ -190,6 +195,7 @@ def test_tiny_run_lowers_validation_loss(corpus, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.splitlines()[-1].endswith(f"the curves: python plot.py {tmp_path}")
 
 
+@pytest.mark.floats
 def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(gpt.PRESETS, "tiny",
                         tiny(eval_interval=4, log_interval=1, eval_examples=16, warmup=3, dropout=0.1))
@@ -215,6 +221,7 @@ def test_resume_continues_exactly(corpus, tmp_path, monkeypatch):
             assert a.get(k) == pytest.approx(b.get(k), abs=1e-6), (a["step"], k)
 
 
+@pytest.mark.floats
 def test_accumulation_equals_one_big_batch(corpus, tmp_path, monkeypatch):
     monkeypatch.setitem(gpt.PRESETS, "tiny", tiny(eval_interval=3, log_interval=1, eval_examples=16))
     exact = ("--dtype", "fp32")  # equal to 1e-5: in fp32 (bf16 rounds the two sums differently)
@@ -226,6 +233,7 @@ def test_accumulation_equals_one_big_batch(corpus, tmp_path, monkeypatch):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.floats
 def test_torchrun_two_processes_equal_one_process(corpus, gpt_tokenizer, tmp_path):
     for run in ("ddp", "single"):
         (tmp_path / run).mkdir()
@@ -306,14 +314,18 @@ def test_bf16_autocast_and_compile_train(corpus, tmp_path):
 
 
 def test_auto_is_bf16_on_a_cpu_that_computes_it_natively_and_fp32_elsewhere():
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()  # torch's own answer
+    native = "AVX512" in torch.backends.cpu.get_cpu_capability() and torch.cpu._is_avx512_bf16_supported()
     auto = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu"]))
     assert auto.dtype == ("bf16" if native else "fp32") and auto.amp.fast_dtype == torch.bfloat16
     assert auto.amp._enabled == native
+    # ATen's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2, or a CPU without AVX-512) have no bf16 path of their own
+    code = "import gpt; print(gpt.setup_runtime(gpt.build_parser().parse_args(['--device', 'cpu'])).dtype)"
+    assert run_script("-c", code, env={"ATEN_CPU_CAPABILITY": "avx2"}).stdout.split() == ["fp32"]
     forced = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu", "--dtype", "fp32"]))
     assert forced.dtype == "fp32" and not forced.amp._enabled
 
 
+@pytest.mark.floats
 def test_the_chunked_loss_is_the_plain_cross_entropy_in_value_and_gradient():
     torch.manual_seed(0)
     for dtype, tolerance in ((torch.float32, 1e-7), (torch.bfloat16, 1e-5)):
@@ -330,6 +342,7 @@ def test_the_chunked_loss_is_the_plain_cross_entropy_in_value_and_gradient():
         assert not logits.grad[::7].any()  # an ignored position gets no gradient
 
 
+@pytest.mark.floats
 def test_bf16_autocast_on_a_cpu_gives_the_fp32_model_s_outputs():
     torch.manual_seed(0)
     model = gpt.Model(tiny(dropout=0.0)).eval()
@@ -389,6 +402,20 @@ def test_help_lists_every_option():
         assert flag in out.stdout
     text = " ".join(out.stdout.split())  # argparse wraps the help at the terminal's width
     assert "(default: 0)" in text and "(default: runs/gpt)" in text  # --seed, --out
+
+
+@pytest.mark.parametrize("entry", ["gpt", "bert", "roberta", "albert", "electra", "bench", "compare", "finetune"])
+def test_help_names_each_default_once(entry):
+    """Every option that has a default names it in its own help, once; none prints a default that says nothing."""
+    parser = importlib.import_module(entry).build_parser()
+    for action in parser._actions:
+        said = (action.help or "").replace("%(default)s", str(action.default))
+        if action.option_strings and action.default not in (None, False, "", argparse.SUPPRESS):
+            assert "default" in said, f"{entry} {action.option_strings[0]} does not name its default"
+        assert said.count("default") <= 1, f"{entry} {action.dest} names its default twice"
+    out = run_script(ROOT / f"{entry}.py", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())  # argparse wraps the help at the terminal's width
     for empty in ("(default: None)", "(default: False)", "(default: )"):
         assert empty not in text  # no default that says nothing
     assert not re.search(r"\(default: [^)]*\) \(default:", text)  # none said twice

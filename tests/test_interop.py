@@ -49,6 +49,7 @@ def printed(show, model, **args):
     return out.getvalue()
 
 
+@pytest.mark.floats
 @pytest.mark.parametrize("name", PAPERS)
 def test_auto_tokenizer_and_a_classification_pipeline_match_ours(name, tokenizers, tmp_path):
     mod, model = random_model(name, tokenizers[name])
@@ -73,6 +74,7 @@ def test_auto_tokenizer_and_a_classification_pipeline_match_ours(name, tokenizer
     assert predictions == expected
 
 
+@pytest.mark.floats
 @pytest.mark.parametrize("name", ["bert", "roberta", "albert"])
 def test_fill_mask_gives_the_top_five_of_fill(name, tokenizers, tmp_path):
     mod, model = random_model(name, tokenizers[name])
@@ -84,6 +86,7 @@ def test_fill_mask_gives_the_top_five_of_fill(name, tokenizers, tmp_path):
     assert [(r["token_str"], f"{r['score']:.3f}") for r in theirs] == ours and len(ours) == 5
 
 
+@pytest.mark.floats
 def test_text_generation_gives_the_greedy_continuation_of_sample(tokenizers, tmp_path):
     mod, model = random_model("gpt", tokenizers["gpt"])
     mod.export(model, tmp_path)
@@ -95,6 +98,7 @@ def test_text_generation_gives_the_greedy_continuation_of_sample(tokenizers, tmp
     assert shown == f"sample: {tokenizers['gpt'].decode(list(out))}\n"
 
 
+@pytest.mark.floats
 def test_the_discriminator_gives_the_probabilities_of_detect(tokenizers, tmp_path):
     mod, model = random_model("electra", tokenizers["electra"])
     mod.export(model, tmp_path)

@@ -48,6 +48,7 @@ def reference(tmp_path_factory):
     return hf, path
 
 
+@pytest.mark.floats
 def test_parity_with_roberta_for_masked_lm(reference):
     hf, path = reference
     ours = roberta.Model.from_pretrained(path).eval()
@@ -64,6 +65,7 @@ def test_parity_with_roberta_for_masked_lm(reference):
     assert ours.num_params() == sum(p.numel() for p in hf.parameters())
 
 
+@pytest.mark.floats
 def test_maximum_length_input(reference):
     hf, path = reference
     ours = roberta.Model.from_pretrained(path).eval()
