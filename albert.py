@@ -1,5 +1,6 @@
-"""ALBERT: A Lite BERT for Self-supervised Learning of Language Representations (Lan, Chen, Goodman, Gimpel,
-Sharma, Soricut, 2019). What this file changes relative to bert.py:
+"""ALBERT: A Lite BERT for Self-supervised Learning of Language Representations (Lan, Chen, Goodman,
+Gimpel, Sharma, Soricut, 2019; § numbers of arXiv 1909.11942v6). What this file changes relative to
+bert.py:
 - Factorised embeddings: tokens are embedded in E = 128 dimensions, then projected to the hidden size (§3.1).
 - Cross-layer parameter sharing: ONE Transformer layer, applied L times (§3.1).
 - Sentence-order prediction instead of NSP: two consecutive segments, swapped half of the time (§3.1, Table 5).
@@ -30,7 +31,7 @@ class Config:
     vocab_size: int = 30000  # SentencePiece, §4.1
     embed: int = 128  # E, the factorised embedding size, §3.1
     max_len: int = 512
-    type_vocab: int = 2  # segment A / B, §3.2
+    type_vocab: int = 2  # segment A / B, BERT §3
     layers: int = 12
     hidden: int = 768
     heads: int = 12
@@ -40,7 +41,7 @@ class Config:
     dropout: float = 0.0  # the paper finds removing dropout helps; v2 release
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
-    mask_prob: float = 0.15  # §3.1
+    mask_prob: float = 0.15  # BERT §3.1
     max_predictions: int = 20  # release: at length 512 it, not mask_prob, sets the count (about 4% of tokens)
     max_ngram: int = 3  # spans of up to 3 words, §4.1
     short_seq_prob: float = 0.1  # §4.1
@@ -52,7 +53,7 @@ class Config:
     steps: int = 125_000  # §4.1
     lr: float = 0.00176  # §4.1
     warmup: int = 3125  # release
-    schedule: str = "linear"  # linear decay, §A.2
+    schedule: str = "linear"  # linear decay, BERT §A.2
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-6  # LAMB's epsilon, release
@@ -98,7 +99,7 @@ class Embeddings(nn.Module):
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
-        return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+        return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Model(nn.Module):
@@ -112,7 +113,7 @@ class Model(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.project = nn.Linear(cfg.embed, cfg.hidden)  # E -> H, §3.1
         self.block = common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
-        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, §3.1
+        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, BERT §3.1
         self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed),  # the MLM head's transform
                                   "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)

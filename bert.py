@@ -1,10 +1,10 @@
 """BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding (Devlin, Chang, Lee,
-Toutanova, 2018). What this file changes relative to gpt.py:
+Toutanova, 2018; § numbers of arXiv 1810.04805v2). What this file changes relative to gpt.py:
 - Bidirectional self-attention: no causal mask; padding is masked instead (§3).
 - Masked LM: 15% of tokens chosen, 80% [MASK] / 10% random / 10% unchanged; each instance keeps one mask (§3.1, A.1).
 - Next sentence prediction on [CLS] A [SEP] B [SEP] pairs, B the true continuation half of the time (§3.1).
-- Segment (token type) embeddings and an embedding LayerNorm; exact GELU; LayerNorm eps 1e-12 (§3.2).
-- Uncased WordPiece vocabulary of 30,522 tokens (§3.2).
+- Segment (token type) embeddings and an embedding LayerNorm (§3, Figure 2); exact GELU (§A.2).
+- Uncased WordPiece vocabulary of 30,522 tokens (§3); LayerNorm eps 1e-12 (the release).
 - Adam with lr 1e-4, 10,000 warmup steps, then linear decay; batch 256 x 128 (§A.2).
 """
 
@@ -27,19 +27,19 @@ import common
 @dataclass
 class Config:
     # model
-    vocab_size: int = 30522  # uncased WordPiece, §3.2
+    vocab_size: int = 30522  # uncased WordPiece, BERT §3
     max_len: int = 512
-    type_vocab: int = 2  # segment A / B, §3.2
+    type_vocab: int = 2  # segment A / B, BERT §3
     layers: int = 12
     hidden: int = 768
     heads: int = 12
     ffn: int = 3072
-    activation: str = "gelu"  # exact erf GELU, §3.3
+    activation: str = "gelu"  # exact erf GELU, BERT §A.2
     eps: float = 1e-12
-    dropout: float = 0.1  # all layers, §A.2
+    dropout: float = 0.1  # all layers, BERT §A.2
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
-    mask_prob: float = 0.15  # §3.1
+    mask_prob: float = 0.15  # BERT §3.1
     next_sentence: bool = True  # NSP, §3.1; False: MLM alone (the ELECTRA release's BERT baseline; RoBERTa §4.2)
     max_predictions: int = 20  # masked positions per sequence at length 128 (80 at 512), release
     short_seq_prob: float = 0.1  # shorter target lengths, to reduce the pretrain / fine-tune mismatch, §A.2
@@ -51,7 +51,7 @@ class Config:
     steps: int = 1_000_000
     lr: float = 1e-4  # §A.2
     warmup: int = 10_000
-    schedule: str = "linear"  # linear decay, §A.2
+    schedule: str = "linear"  # linear decay, BERT §A.2
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (docs/gpt-and-bert.md)
@@ -84,13 +84,13 @@ PRESETS = {
 
 
 class Embeddings(nn.Module):
-    """Token, position and segment embeddings, summed and normalised (§3.2, Figure 2)."""
+    """Token, position and segment embeddings, summed and normalised (BERT §3, Figure 2)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=0)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden)
-        self.types = nn.Embedding(cfg.type_vocab, cfg.hidden)  # segment A / B, §3.2
+        self.types = nn.Embedding(cfg.type_vocab, cfg.hidden)  # segment A / B, BERT §3
         self.ln = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -98,7 +98,7 @@ class Embeddings(nn.Module):
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
-        return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+        return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Model(nn.Module):
@@ -112,7 +112,7 @@ class Model(nn.Module):
         self.blocks = nn.ModuleList(
             common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
             for _ in range(cfg.layers))
-        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, §3.1
+        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, BERT §3.1
         self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # the MLM head's transform
                                   "ln": nn.LayerNorm(cfg.hidden, eps=cfg.eps)})
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
@@ -343,7 +343,7 @@ def _configure(tok):
 
 
 def train_tokenizer(docs, cfg):
-    """WordPiece: words split into the longest known pieces, continuations marked ## (§3.2)."""
+    """WordPiece: words split into the longest known pieces, continuations marked ## (BERT §3)."""
     import json
 
     from tokenizers import Tokenizer, models, trainers
@@ -388,7 +388,7 @@ def load_tokenizer(folder):
 class Recipe:
     """How finetune.py fine-tunes this model on a task: §4 and A.3, and the release's run_classifier."""
     lr: float = 2e-5  # the best of 5e-5, 4e-5, 3e-5 and 2e-5 on each task's dev set, §4.1
-    batch_size: int = 32  # §4.1
+    batch_size: int = 32  # BERT §4.1
     epochs: int = 3  # §4.1
     warmup: float = 0.1  # a fraction of the steps, then linear decay: the release's warmup_proportion
     weight_decay: float = 0.01  # as in pretraining, release

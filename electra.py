@@ -1,8 +1,8 @@
-"""ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators (Clark, Luong, Le, Manning, 2020).
-What this file changes relative to bert.py:
+"""ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators (Clark, Luong, Le,
+Manning, 2020; § numbers of arXiv 2003.10555v1). What this file changes relative to bert.py:
 - Replaced token detection: a small generator (an MLM) fills the masked positions with SAMPLED tokens and the
   discriminator, the model that is kept, tells for EVERY token whether it was replaced (§2).
-- Generator and discriminator share one embedding module (§3.1); the generator is a fraction of the size (§3.2).
+- Generator and discriminator share one embedding module; the generator is a fraction of the size (§3.2).
 - Loss = generator MLM + 50 x discriminator; no gradient flows through the samples (§2).
 - Masking: 15% of tokens (25% for large), 85% [MASK] / 15% unchanged, no random tokens; a new mask every time
   an example is fed (release).
@@ -33,18 +33,18 @@ import common
 @dataclass
 class Config:
     # model
-    vocab_size: int = 30522  # uncased WordPiece, §3.2
+    vocab_size: int = 30522  # uncased WordPiece, BERT §3
     max_len: int = 512
-    type_vocab: int = 2  # segment A / B, §3.2
+    type_vocab: int = 2  # segment A / B, BERT §3
     embed: int = 768  # E, shared by both encoders (Table 6)
     layers: int = 12
     hidden: int = 768  # the discriminator's
     heads: int = 12
     ffn: int = 3072
     gen_size: float = 1 / 3  # generator hidden / discriminator hidden (§3.2, Table 6); heads hidden/64, FFN 4x
-    activation: str = "gelu"  # exact erf GELU, §3.3
+    activation: str = "gelu"  # exact erf GELU, BERT §A.2
     eps: float = 1e-12
-    dropout: float = 0.1  # all layers, §A.2
+    dropout: float = 0.1  # all layers, BERT §A.2
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
     mask_prob: float = 0.15  # §2 (25% for large, Table 6)
@@ -103,7 +103,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)
         self.positions = nn.Embedding(cfg.max_len, cfg.embed)
-        self.types = nn.Embedding(cfg.type_vocab, cfg.embed)  # segment A / B, §3.2
+        self.types = nn.Embedding(cfg.type_vocab, cfg.embed)  # segment A / B, BERT §3
         self.ln = nn.LayerNorm(cfg.embed, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -111,7 +111,7 @@ class Embeddings(nn.Module):
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
-        return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+        return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Encoder(nn.Module):
@@ -138,7 +138,7 @@ class Model(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.embeddings = Embeddings(cfg)  # ONE module that both encoders read, not a copy (§3.1)
+        self.embeddings = Embeddings(cfg)  # ONE module that both encoders read, not a copy (§3.2)
         g = cfg.gen_hidden
         self.generator = Encoder(cfg, g, max(1, g // 64), 4 * g)  # heads and FFN as the release sizes them
         self.discriminator = Encoder(cfg, cfg.hidden, cfg.heads, cfg.ffn)
@@ -338,7 +338,7 @@ def replace_tokens(input_ids, positions, labels, tokens):
 
 def compute_loss(model, batch, cfg):
     """Generator MLM cross-entropy over the masked positions + λ x the discriminator's sigmoid cross-entropy over
-    every real token (§2, Equation 1). Returns the loss and metrics."""
+    every real token (§2). Returns the loss and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
     mlm_logits, rtd_logits, replaced = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
                                              batch["mlm_positions"], labels)  # (B, P, V), (B, T), (B, T)
@@ -406,7 +406,7 @@ def _configure(tok):
 
 
 def train_tokenizer(docs, cfg):
-    """WordPiece: words split into the longest known pieces, continuations marked ## (§3.2)."""
+    """WordPiece: words split into the longest known pieces, continuations marked ## (BERT §3)."""
     import json
 
     from tokenizers import Tokenizer, models, trainers

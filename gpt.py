@@ -1,5 +1,6 @@
-"""Improving Language Understanding by Generative Pre-Training (Radford, Narasimhan, Salimans, Sutskever, 2018).
-GPT-1: the first paper of the five, and the template the others are diffs of.
+"""Improving Language Understanding by Generative Pre-Training (Radford, Narasimhan, Salimans,
+Sutskever; OpenAI, 2018: § numbers are that report's). GPT-1: the first paper of the five, and the
+template the others are diffs of.
 - A left-to-right language model: causal self-attention, next-token cross-entropy (§3.1).
 - 12-layer post-LN decoder, 768 hidden, 12 heads, FFN 3072, learned positions, tanh GELU (§4.1).
 - BPE on lowercased text, contiguous windows of 512 tokens, tied output embedding (§4.1).

@@ -1,5 +1,6 @@
-"""RoBERTa: A Robustly Optimized BERT Pretraining Approach (Liu, Ott, Goyal, Du, Joshi, Chen, Levy, Lewis,
-Zettlemoyer, Stoyanov, 2019). What this file changes relative to bert.py:
+"""RoBERTa: A Robustly Optimized BERT Pretraining Approach (Liu, Ott, Goyal, Du, Joshi, Chen, Levy,
+Lewis, Zettlemoyer, Stoyanov, 2019; § numbers of arXiv 1907.11692v1). What this file changes
+relative to bert.py:
 - Dynamic masking: a fresh mask every time a sequence is fed (§4.1, Table 1).
 - No next sentence prediction; inputs are FULL-SENTENCES: contiguous sentences packed to the full length,
   crossing document boundaries with an extra separator (§4.2, Table 2).
@@ -34,12 +35,12 @@ class Config:
     hidden: int = 768
     heads: int = 12
     ffn: int = 3072
-    activation: str = "gelu"  # exact erf GELU, §3.3
+    activation: str = "gelu"  # exact erf GELU, BERT §A.2
     eps: float = 1e-5  # release
-    dropout: float = 0.1  # all layers, §A.2
+    dropout: float = 0.1  # all layers, BERT §A.2
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
-    mask_prob: float = 0.15  # §3.1
+    mask_prob: float = 0.15  # BERT §3.1
     max_predictions: int = 77  # no cap in the release: room for 15% of 512 tokens
     # training
     seq_len: int = 512  # always full-length sequences, §3.1
@@ -48,7 +49,7 @@ class Config:
     steps: int = 500_000  # Table 4
     lr: float = 6e-4  # Table 9
     warmup: int = 24_000  # Table 9
-    schedule: str = "linear"  # linear decay, §A.2
+    schedule: str = "linear"  # linear decay, BERT §A.2
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.98)  # for stability with large batches, §3.1
     adam_eps: float = 1e-6  # Table 9
@@ -80,13 +81,13 @@ PRESETS = {
 
 
 class Embeddings(nn.Module):
-    """Token, position and segment embeddings, summed and normalised (§3.2, Figure 2)."""
+    """Token, position and segment embeddings, summed and normalised (BERT §3, Figure 2)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden, padding_idx=1)  # <pad> = 1, release
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden, padding_idx=1)
-        self.types = nn.Embedding(cfg.type_vocab, cfg.hidden)  # segment A / B, §3.2
+        self.types = nn.Embedding(cfg.type_vocab, cfg.hidden)  # segment A / B, BERT §3
         self.ln = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -94,7 +95,7 @@ class Embeddings(nn.Module):
         real = (input_ids != 1).long()  # positions count real tokens from 2; padding sits at 1 (release)
         x = self.tokens(input_ids) + self.positions(torch.cumsum(real, dim=1) * real + 1)
         x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
-        return self.drop(self.ln(x))  # summed, then LayerNorm, §3.2 Figure 2
+        return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Model(nn.Module):

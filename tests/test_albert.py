@@ -11,7 +11,7 @@ import torch
 import conftest
 import albert
 
-DIFF_BUDGET = 393  # changed lines in `diff bert.py albert.py`; docs/diff-bert-albert.md walks through the hunks
+DIFF_BUDGET = 394  # changed lines in `diff bert.py albert.py` (+1: the pinned paper version)
 # (+19 with the deterministic tokenizer training: sorted "##" pieces for WordPiece, sorted and rounded unigram pieces)
 # (+11 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 
