@@ -1345,8 +1345,8 @@ def build_parser():
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
         help="auto (the default): CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 "
-        "and kernels), else fp16 with loss scaling on a GPU, fp32 on a CPU")
+        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16, "
+        "with ATen's AVX-512 kernels), else fp16 with loss scaling on a GPU, fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")

@@ -96,10 +96,9 @@ class LMLoss(torch.autograd.Function):
         targets, count = targets.clamp(min=0), keep.sum().clamp(min=1)
         lse, grad = torch.empty(len(logits), device=logits.device), torch.empty_like(logits)
         for i in range(0, len(logits), rows):
-            top = logits[i:i + rows].amax(-1, keepdim=True).float()  # (rows, 1)
-            x = (logits[i:i + rows] - top).exp_()  # (rows, V) in fp32: one pass, no copy first
-            lse[i:i + rows] = (top + (sums := x.sum(-1, keepdim=True)).log())[:, 0]  # log of the sum
-            torch.div(x, sums, out=grad[i:i + rows])  # the softmax, written once
+            x = logits[i:i + rows].to(torch.float32, copy=True)  # (rows, V), then exp(x - top)
+            sums = x.sub_(top := x.amax(-1, keepdim=True)).exp_().sum(-1, keepdim=True)
+            lse[i:i + rows], grad[i:i + rows] = (top + sums.log())[:, 0], x.div_(sums)  # log of the sum; softmax
         grad[torch.arange(len(targets)), targets] -= 1  # d loss / d logits = (softmax - one-hot) / count, kept rows
         ctx.save_for_backward(grad, keep / count)
         return ((lse - logits.gather(1, targets[:, None])[:, 0].float()) * keep).sum() / count
@@ -107,7 +106,7 @@ class LMLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         grad, scale = ctx.saved_tensors
-        return grad.mul_((scale * g).to(grad.dtype)[:, None]), None, None  # called once: in place
+        return grad * (scale * g).to(grad.dtype)[:, None], None, None
 
 
 class Model(nn.Module):
@@ -1251,8 +1250,8 @@ def build_parser():
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
         help="auto (the default): CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16 "
-        "and kernels), else fp16 with loss scaling on a GPU, fp32 on a CPU")
+        help="autocast dtype; auto (the default): bf16 where the device has it natively (a CPU: AVX-512 BF16, "
+        "with ATen's AVX-512 kernels), else fp16 with loss scaling on a GPU, fp32 on a CPU")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--prefetch", type=number("--prefetch", int, zero=True),
         help="batches built ahead of the loop by a thread (default: 4 on CUDA, else 0)")
