@@ -1,9 +1,11 @@
 """ALBERT: A Lite BERT for Self-supervised Learning of Language Representations (Lan, Chen, Goodman,
 Gimpel, Sharma, Soricut, 2019; § numbers of arXiv 1909.11942v6). What this file changes relative to
 bert.py:
-- Factorised embeddings: tokens are embedded in E = 128 dimensions, then projected to the hidden size (§3.1).
+- Factorised embeddings: tokens are embedded in E = 128 dimensions, then projected to the hidden
+  size (§3.1).
 - Cross-layer parameter sharing: ONE Transformer layer, applied L times (§3.1).
-- Sentence-order prediction instead of NSP: two consecutive segments, swapped half of the time (§3.1, Table 5).
+- Sentence-order prediction instead of NSP: two consecutive segments, swapped half of the time
+  (§3.1, Table 5).
 - N-gram masking: spans of 1-3 whole words, with probability proportional to 1/n (§4.1).
 - SentencePiece vocabulary of 30,000 (§4.1); tanh GELU and no dropout (the v2 release).
 - LAMB, lr 0.00176, batch 4096 x 512, 125,000 steps (§4.1).
@@ -42,10 +44,10 @@ class Config:
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
     mask_prob: float = 0.15  # BERT §3.1
-    max_predictions: int = 20  # release: at length 512 it, not mask_prob, sets the count (about 4% of tokens)
+    max_predictions: int = 20  # release: at 512 it, not mask_prob, sets the count (about 4%)
     max_ngram: int = 3  # spans of up to 3 words, §4.1
     short_seq_prob: float = 0.1  # §4.1
-    dupe_factor: int = 40  # each document made into instances 40 times under different masks, release
+    dupe_factor: int = 40  # each document made into instances 40 times, other masks each, release
     # training
     seq_len: int = 512  # §4.1
     batch_size: int = 64
@@ -65,15 +67,17 @@ class Config:
 
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
-    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
+    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden,
+                     **kw})
 
 
 PRESETS = {
-    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform for a long time (docs/gpt-and-bert.md)
-    "tiny": _sized(2, 128, embed=64, vocab_size=4096, max_len=128, init_std=0.08, dupe_factor=5, seq_len=128,
-                   batch_size=32, grad_accum=1, steps=2000, lr=2e-3, warmup=50, log_interval=100, eval_interval=500,
-                   eval_examples=320),
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights
+    # from N(0, 0.08): at 0.02 so narrow a model's attention stays uniform for a long time
+    # (docs/gpt-and-bert.md)
+    "tiny": _sized(2, 128, embed=64, vocab_size=4096, max_len=128, init_std=0.08, dupe_factor=5,
+                   seq_len=128, batch_size=32, grad_accum=1, steps=2000, lr=2e-3, warmup=50,
+                   log_interval=100, eval_interval=500, eval_examples=320),
     "base": Config(),  # Table 1: 11,813,810 parameters with the pretraining heads
     "large": _sized(24, 1024),  # 17,847,474
     "xlarge": _sized(24, 2048, heads=16),  # 59,021,490
@@ -89,7 +93,7 @@ class Embeddings(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)  # V x E, not V x H, §3.1
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.embed, padding_idx=0)  # V x E, not V x H
         self.positions = nn.Embedding(cfg.max_len, cfg.embed)
         self.types = nn.Embedding(cfg.type_vocab, cfg.embed)
         self.ln = nn.LayerNorm(cfg.embed, eps=cfg.eps)
@@ -98,41 +102,44 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, E)
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
-        x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        x = x + self.types(types)
         return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Model(nn.Module):
-    """The bidirectional encoder with ONE block applied at every depth, entered through an E -> H projection, and its
-    two pretraining heads: masked LM on every position, tied to the token embeddings, and sentence order
-    prediction on the pooled [CLS] (§3.1)."""
+    """The bidirectional encoder with ONE block applied at every depth, entered through an E -> H
+    projection, and its two pretraining heads: masked LM on every position, tied to the token
+    embeddings, and sentence order prediction on the pooled [CLS] (§3.1)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.project = nn.Linear(cfg.embed, cfg.hidden)  # E -> H, §3.1
-        self.block = common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
-        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, BERT §3.1
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed),  # the MLM head's transform
+        self.block = common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps,
+                                  cfg.dropout, cfg.dropout)
+        # tanh(W h[CLS] + b) feeds the sentence-pair head, BERT §3.1
+        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.embed),  # its transform
                                   "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
-        self.sop = nn.Linear(cfg.hidden, 2)  # asks the sentence ORDER, not NSP: 0 = in order, 1 = swapped
+        self.sop = nn.Linear(cfg.hidden, 2)  # sentence ORDER, not NSP: 0 = in order, 1 = swapped
         self.apply(self._init)
         self.tokenizer = None
 
     def _init(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             s = self.cfg.init_std
-            nn.init.trunc_normal_(m.weight, std=s, a=-2 * s, b=2 * s)  # cut at 2 std, as the release
+            nn.init.trunc_normal_(m.weight, std=s, a=-2 * s, b=2 * s)  # cut at 2 std, release
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
     def num_params(self):
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared or tied tensor once
+        return sum(p.numel() for p in self.parameters())  # a shared or tied tensor counts once
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
         mask = common.attention_mask(attention_mask)
@@ -145,23 +152,24 @@ class Model(nn.Module):
         """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only; NSP logits (B, 2)."""
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         pair = self.sop(torch.tanh(self.pooler(h[:, 0])))  # (B, 2): [CLS] summarises the pair
-        if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
+        if positions is not None:  # project onto the vocabulary only where there is a loss
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # MLM head: dense, GELU,
         h = self.mlm.ln(h)  # then LayerNorm (B, P, E)
         return self.head(h), pair  # (B, P, V): scored against the token embeddings
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        """A Hugging Face-format folder (the checkpoints section); training settings from `base`."""
         return load_pretrained(path, base)
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
-    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
-    The MLM head multiplies at the max_predictions masked slots of a sequence; the pooler and SOP head once in it.
-    The shared layer multiplies at every layer: ALBERT computes as much as a BERT of its shape."""
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4
+    backward), plus 12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    The MLM head multiplies at the max_predictions masked slots of a sequence; the pooler and SOP
+    head once in it. The shared layer multiplies at every layer: ALBERT computes as much as a BERT
+    of its shape."""
     P, T = cfg.max_predictions, cfg.seq_len
     encoder = numel(model.project) + cfg.layers * numel(model.block)
     weights = encoder + numel(model.mlm, model.head) * P / T + numel(model.pooler, model.sop) / T
@@ -172,21 +180,26 @@ def flops_per_token(model, cfg):
 
 
 def load_data(corpus, tokenizer, out, cfg):
-    """The training examples of each split (make_instances), made once from the token cache and cached beside it,
-    and what masking needs to know about the vocabulary."""
+    """The training examples of each split (make_instances), made once from the token cache and
+    cached beside it, and what masking needs to know about the vocabulary."""
     data = cache_tokens(corpus, tokenizer, Path(out) / "cache")
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
-    word_start = np.array([piece.startswith("▁") for piece in vocab])  # SentencePiece marks a word's first piece
-    made = [Path(__file__).stem, cfg.seq_len, cfg.dupe_factor, cfg.short_seq_prob]  # what make_instances reads
+    # SentencePiece marks a word's first piece
+    word_start = np.array([piece.startswith("▁") for piece in vocab])
+    # what make_instances reads
+    key = [Path(__file__).stem, cfg.seq_len, cfg.dupe_factor, cfg.short_seq_prob]
     for name, split in data.items():
-        instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # the release's seed
-        split.update(cached(split["folder"] / f"{name}.instances", made, instances, "making the training examples"))
+        instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # its seed
+        split.update(cached(split["folder"] / f"{name}.instances", key, instances,
+                            "making the training examples"))
         split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
-        split["pad_id"], split["cls_id"], split["sep_id"] = special["pad"], special["cls"], special["sep"]
+        split["pad_id"] = special["pad"]
+        split["cls_id"], split["sep_id"] = special["cls"], special["sep"]
         # padding, start and separator are never masked; the unknown token may be, as in the release
         split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
+        # the random replacements
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])
         split["word_start"] = word_start
         if not len(split["pair_labels"]):
             raise UserError("the corpus is too small: a split made no training examples")
@@ -194,42 +207,42 @@ def load_data(corpus, tokenizer, out, cfg):
 
 
 def make_instances(split, cfg, rng, special):
-    """[CLS] A [SEP] B [SEP] pairs, as the release's create_pretraining_data, each document dupe_factor times:
-    documents cut into chunks of sentences up to a target length (10% of the time a shorter one), A = the first k
-    sentences of a chunk (or the first part of a lone sentence), B = the rest; half of the time A and B are
-    swapped (label 1). Both segments always come from one document. §3.1.
-    A and B are each a run of one document's tokens, so an instance is stored as two token ranges of the cache,
-    (start, end) each, and its label; `assemble` builds the rows of a batch from them. Only sentence lengths are read
-    here, a block of documents at a time."""
-    sents, docs = np.asarray(split["sentences"]), np.asarray(split["documents"])  # the memmaps, read as arrays
+    """[CLS] A [SEP] B [SEP] pairs, as the release's create_pretraining_data, each document
+    dupe_factor times: documents cut into chunks of sentences up to a target length (10% of the
+    time a shorter one), A = the first k sentences of a chunk (or the first part of a lone
+    sentence), B = the rest; half of the time A and B are swapped (label 1). Both segments always
+    come from one document. §3.1.
+    A and B are each a run of one document's tokens, so an instance is stored as two token ranges
+    of the cache, (start, end) each, and its label; `assemble` builds the rows of a batch from them.
+    Only sentence lengths are read here, a block of documents at a time."""
+    sents, docs = np.asarray(split["sentences"]), np.asarray(split["documents"])  # memmaps, read
     longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
     # each pass over the documents pairs and truncates differently (and gets other masks)
-    passes = ((block, dupe * len(docs) + block) for dupe in range(cfg.dupe_factor)
-              for block in range(0, len(docs), 4096))
-    for block in progress(passes, "making instances", cfg.dupe_factor * len(docs), "documents", 1):
+    for block in in_blocks(len(docs), "making instances", passes=cfg.dupe_factor):
         made = []  # (A's start, end, B's start, end, label) of the block's instances
         bounds = docs[block:block + 4096].tolist()
         base = bounds[0][0]
-        offsets = sents[base:bounds[-1][1]].tolist()  # (start, end) of the block's sentences
+        offsets = sents[base:bounds[-1][1]].tolist()  # offsets[i - base]: sentence i's (start, end)
         for first, last in bounds:  # one target length per document and pass, as the release
             target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
             start, length, k = first, 0, first  # the chunk: sentences start..k
             while k < last:
                 length += offsets[k - base][1] - offsets[k - base][0]
                 if k == last - 1 or length >= target:
-                    # one sentence: cut it in two; the release takes B from another document, which is NSP again
-                    begin, end = offsets[start - base][0], offsets[k - base][1]  # the chunk's tokens
-                    if k == start:
-                        cut = min(end, begin + (rng.integers(1, end - begin) if end - begin >= 2 else 1))
+                    begin, end = offsets[start - base][0], offsets[k - base][1]  # its tokens
+                    if k == start:  # one sentence, cut in two (the release: B from elsewhere)
+                        cut = min(end, begin + (rng.integers(1, end - begin)
+                                                if end - begin >= 2 else 1))
                     else:
-                        cut = offsets[start + rng.integers(1, k + 1 - start) - base][0]  # B's first sentence
+                        # B's first sentence
+                        cut = offsets[start + rng.integers(1, k + 1 - start) - base][0]
                     a, b = [begin, cut], [cut, end]
                     label = int(rng.random() < 0.5)
                     if label:  # a negative is the same two segments in the wrong order, §3.1
                         a, b = b, a
-                    excess = a[1] - a[0] + b[1] - b[0] - longest  # tokens to cut, one draw each (one call)
+                    excess = a[1] - a[0] + b[1] - b[0] - longest  # tokens to cut, a draw each
                     for u in rng.random(excess).tolist() if excess > 0 else ():
-                        longer = a if a[1] - a[0] > b[1] - b[0] else b  # the longer side, at the front or back
+                        longer = a if a[1] - a[0] > b[1] - b[0] else b  # cut at its front or back
                         if u < 0.5:
                             longer[0] += 1
                         else:
@@ -243,60 +256,83 @@ def make_instances(split, cfg, rng, special):
 
 
 def assemble(split, instances, T):
-    """The rows [CLS] A [SEP] B [SEP] of `instances`, padded to seq_len (B, T), and their segment ids (B, T),
-    gathered from the token cache."""
+    """The rows [CLS] A [SEP] B [SEP] of `instances` (BERT §3), padded to seq_len (B, T), and their
+    segment ids (B, T), gathered from the token cache."""
+    # column:   0      1 .. n_a   n_a + 1   n_a + 2 .. n_a + n_b + 1   n_a + n_b + 2   .. T - 1
+    # token:    [CLS]  A ..       [SEP]     B ..                       [SEP]           [PAD] ..
+    # segment:  0      0 ..       0         1 ..                       1               0 ..
     a, b = split["a"][instances], split["b"][instances]  # (B, 2) token ranges
     n_a, n_b = a[:, 1:] - a[:, :1], b[:, 1:] - b[:, :1]  # (B, 1)
     col = np.arange(T)[None, :]  # (1, T)
     in_a, in_b = (col >= 1) & (col <= n_a), (col >= n_a + 2) & (col < n_a + n_b + 2)  # (B, T)
-    source = np.where(in_a, a[:, :1] + col - 1, np.where(in_b, b[:, :1] + col - n_a - 2, 0))  # (B, T) token offsets
+    # (B, T) offsets in the token cache
+    source = np.where(in_a, a[:, :1] + col - 1, np.where(in_b, b[:, :1] + col - n_a - 2, 0))
     ids = np.where(in_a | in_b, split["tokens"][source], split["pad_id"]).astype(np.int64)
-    ids[:, 0] = split["cls_id"]
     rows = np.arange(len(ids))
-    ids[rows, n_a[:, 0] + 1] = ids[rows, (n_a + n_b)[:, 0] + 2] = split["sep_id"]
+    ids[:, 0] = split["cls_id"]
+    ids[rows, n_a[:, 0] + 1] = split["sep_id"]  # after A
+    ids[rows, (n_a + n_b)[:, 0] + 2] = split["sep_id"]  # after B
     return ids, ((col >= n_a + 2) & (col <= n_a + n_b + 2)).astype(np.int64)
 
 
+# uniform()'s streams (a keyed hash, in the shared plumbing): the same seed, key and stream give the
+# same numbers in any process, so a mask is a function of its key alone
+NGRAM, WORD_ORDER = 3, 4  # each span's length n; the order in which words are tried as span starts
+FATE, RANDOM_TOKEN = 1, 2  # what becomes of each chosen token; the random token
+
+
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability proportional to
-    1/n, taken in a random order of their first words while they fit in 15% of each row's tokens (never the start,
-    separator or padding; at most max_predictions); each chosen token becomes the mask token 80% of the time, a
-    random non-special token 10%, stays 10%. Random numbers are keyed by `keys`. Returns the new ids (B, T), and
-    the positions and labels (B, P). Vectorised over the rows: one pass per word rank, not one per word and row."""
+    """N-gram masking (§4.1): whole-word spans of n = 1..max_ngram words, n drawn with probability
+    proportional to 1/n, taken in a random order of their first words while they fit in 15% of each
+    row's tokens (never the start, separator or padding; at most max_predictions); each chosen token
+    becomes the mask token 80% of the time, a random non-special token 10%, stays 10%. Random
+    numbers are keyed by `keys`. Returns the new ids (B, T), and the positions and labels (B, P).
+    Vectorised over the rows: one pass per word rank, not one per word and row."""
     B, T = input_ids.shape
     P, rows = cfg.max_predictions, np.arange(B)
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)  # (B, T): a word never spans [SEP]
-    starts = candidate & (split["word_start"][input_ids] | after_gap)  # a word's first token, (B, T)
+    # (B, T): a word never spans [SEP]
+    after_gap = ~np.concatenate([np.zeros((B, 1), bool), candidate[:, :-1]], 1)
+    starts = candidate & (split["word_start"][input_ids] | after_gap)  # words' first tokens (B, T)
     word = np.where(candidate, np.cumsum(starts, 1) - 1, -1)  # each token's word in its row, (B, T)
     words = starts.sum(1)  # (B,)
     W = max(1, int(words.max()))
-    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # (B, W + max_ngram): tokens of each word, padded
-    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)  # count per word
-    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)  # (B, W + max_ngram + 1)
-    budget = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    sizes = np.zeros((B, W + cfg.max_ngram), np.int64)  # (B, W + max_ngram): each word's tokens
+    # count the tokens of each word
+    np.add.at(sizes, (np.broadcast_to(rows[:, None], (B, T))[candidate], word[candidate]), 1)
+    # (B, W + max_ngram + 1)
+    before = np.concatenate([np.zeros((B, 1), np.int64), np.cumsum(sizes, 1)], 1)
+    budget = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob)))
+    budget = budget.astype(np.int64)  # (B,)
     p_ngram = 1 / np.arange(1, cfg.max_ngram + 1)
-    n_of = 1 + np.searchsorted(np.cumsum(p_ngram / p_ngram.sum()), uniform(seed, keys, W, 3))  # 6/11, 3/11, 2/11
-    order = np.argsort(np.where(np.arange(W) < words[:, None], uniform(seed, keys, W, 4), 2.0), axis=1)  # (B, W)
-    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)  # words taken, tokens taken
+    # n = 1, 2, 3 with probabilities 6/11, 3/11, 2/11
+    n_of = 1 + np.searchsorted(np.cumsum(p_ngram / p_ngram.sum()), uniform(seed, keys, W, NGRAM))
+    order = np.argsort(np.where(np.arange(W) < words[:, None], uniform(seed, keys, W, WORD_ORDER),
+                                2.0),
+                       axis=1)  # (B, W)
+    # the words taken, the tokens taken
+    taken, count = np.zeros((B, W + cfg.max_ngram), bool), np.zeros(B, np.int64)
     for rank in range(W):
         first = order[:, rank]  # (B,): each row's next span starts at this word
         n = np.minimum(n_of[rows, first], words - first)  # spans end at the row's last word
         size = before[rows, first + n] - before[rows, first]
         span = first[:, None] + np.arange(cfg.max_ngram)  # (B, max_ngram)
         inside = np.arange(cfg.max_ngram) < n[:, None]  # (B, max_ngram): the span's own words
-        ok = (rank < words) & (count + size <= budget) & ~(taken[rows[:, None], span] & inside).any(1)  # (B,)
-        taken[rows[:, None], span] |= inside & ok[:, None]  # (B, max_ngram) entries of (B, W + max_ngram)
+        ok = ((rank < words) & (count + size <= budget)
+              & ~(taken[rows[:, None], span] & inside).any(1))  # (B,)
+        taken[rows[:, None], span] |= inside & ok[:, None]  # (B, max_ngram) of (B, W + max_ngram)
         count += np.where(ok, size, 0)
-        if not ((count < budget) & (rank + 1 < words)).any():  # every row full or out of words: no more change
+        if not ((count < budget) & (rank + 1 < words)).any():  # every row full or out of words
             break
     chosen = candidate & taken[rows[:, None], np.maximum(word, 0)]  # (B, T)
-    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]  # (B, P): the chosen positions first, in order
+    # (B, P): the chosen positions first, in order
+    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :P]
     found = np.take_along_axis(input_ids, positions, 1)  # (B, P)
     labels = np.where(np.arange(P) < chosen.sum(1)[:, None], found, -100)  # (B, P)
     positions = np.where(labels != -100, positions, 0)
-    u = uniform(seed, keys, P, 1)
-    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    u = uniform(seed, keys, P, FATE)
+    pick = (uniform(seed, keys, P, RANDOM_TOKEN) * len(split["normal"])).astype(np.int64)  # (B, P)
+    random_tokens = split["normal"][pick]
     replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
     ids, used = input_ids.copy(), labels != -100
     ids[np.broadcast_to(rows[:, None], (B, P))[used], positions[used]] = replaced[used]  # (B, T)
@@ -310,13 +346,14 @@ def epoch_order(n, seed, epoch):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n.
-    Its mask is keyed by the instance, not the example: the same instance always has the same mask (STATIC, as
-    the release's pre-made data)."""
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the
+    instance, not the example: the same instance always has the same mask (STATIC, as the release's
+    pre-made data)."""
     n = len(data["pair_labels"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids, type_ids = assemble(data, instances, cfg.seq_len)  # (B, T) each
-    masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
+    keys = instances  # the mask is a function of the instance: the same every epoch (STATIC)
+    masked, positions, labels = mask_tokens(input_ids, keys, seed, data, cfg)
     return {"input_ids": torch.from_numpy(masked), "token_type_ids": torch.from_numpy(type_ids),
             "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
@@ -324,13 +361,15 @@ def get_batch(data, ids, seed, cfg):
 
 
 def compute_loss(model, batch, cfg):
-    """Masked LM cross-entropy over the chosen positions + sentence-order cross-entropy (§3.1). Returns the loss
-    and metrics."""
+    """Masked LM cross-entropy over the chosen positions + sentence-order cross-entropy (§3.1).
+    Returns the loss and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
-    mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                   batch["mlm_positions"])  # (B, P, V), (B, 2)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
-    pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count: no ignore_index
+    # (B, P, V), (B, 2)
+    mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"],
+                                    batch["token_type_ids"], batch["mlm_positions"])
+    # (B·P, V) against (B·P,); -100 is ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())
+    pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count
     chosen = labels != -100
     metrics = {"mlm_loss": mlm_loss, "sop_loss": pair_loss,
                "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
@@ -339,12 +378,14 @@ def compute_loss(model, batch, cfg):
 
 
 class Lamb(torch.optim.Optimizer):
-    """LAMB (You et al., 2019), as ALBERT's release applies it: Adam's step plus weight decay, rescaled for each
-    tensor by the trust ratio ||w|| / ||step||, so that every layer moves by a similar fraction of its size;
-    no bias correction. Groups with adapt=False (biases, LayerNorm) take the plain step."""
+    """LAMB (You et al., 2019), as ALBERT's release applies it: Adam's step plus weight decay,
+    rescaled for each tensor by the trust ratio ||w|| / ||step||, so that every layer moves by a
+    similar fraction of its size; no bias correction. Groups with adapt=False (biases, LayerNorm)
+    take the plain step."""
 
     def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-6):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0.0, "adapt": True})
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": 0.0,
+                                  "adapt": True})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -363,16 +404,18 @@ class Lamb(torch.optim.Optimizer):
                 ratio = 1.0
                 if group["adapt"]:
                     w, u = p.norm(), update.norm()
-                    ratio = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))  # 1 where a norm is 0
+                    # the trust ratio; 1 where a norm is 0
+                    ratio = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))
                 p.sub_(group["lr"] * ratio * update)
 
 
 def configure_optimizer(model, cfg, device):
-    """LAMB (§4.1); weight decay and the trust ratio on matrices and embeddings only, never on biases or
-    LayerNorm gains (the release's exclusions)."""
+    """LAMB (§4.1); weight decay and the trust ratio on matrices and embeddings only, never on
+    biases or LayerNorm gains (the release's exclusions)."""
     params = [p for p in model.parameters() if p.requires_grad]
     # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "adapt": True},
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay,
+               "adapt": True},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "adapt": False}]
     return Lamb(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
 
@@ -385,9 +428,11 @@ SPECIALS = {"pad": "<pad>", "unk": "<unk>", "cls": "[CLS]", "sep": "[SEP]", "mas
 
 
 def _configure(tok):
+    """SentencePiece-style pieces (§4.1): text lowercased, words marked by "▁", joined back."""
     from tokenizers import decoders, normalizers, pre_tokenizers
 
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # as albert-*-v2
+    # as albert-*-v2
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Metaspace()  # SentencePiece: a word starts with "▁"
     tok.decoder = decoders.Metaspace()
     return tok
@@ -400,13 +445,15 @@ def train_tokenizer(docs, cfg):
     from tokenizers import Tokenizer, models, trainers
 
     tok = _configure(Tokenizer(models.Unigram()))
-    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()),
-                                      unk_token="<unk>", show_progress=False)
+    trainer = trainers.UnigramTrainer(vocab_size=cfg.vocab_size,
+                                      special_tokens=list(SPECIALS.values()), unk_token="<unk>",
+                                      show_progress=False)
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
-    # The trainer visits the text in a hash map's order, which changes from run to run: pieces of
-    # equal score come out in another order, and the scores differ in their last digits, enough to
-    # change how a tie is segmented. Scores rounded to 0.001 and the pieces after the special tokens
-    # numbered in sorted order: a corpus always gives the same tokens and ids.
+    # Ours, for reproducible runs: the trainer visits the text in a hash map's order, which changes
+    # from run to run: pieces of equal score come out in another order, and the scores differ in
+    # their last digits, enough to change how a tie is segmented. Scores rounded to 0.001 and the
+    # pieces after the special tokens numbered in sorted order: a corpus always gives the same
+    # tokens and ids.
     spec = json.loads(tok.to_str())
     vocab, n = spec["model"]["vocab"], len(SPECIALS)
     spec["model"]["vocab"] = vocab[:n] + sorted([p, round(score, 3)] for p, score in vocab[n:])
@@ -422,7 +469,8 @@ def load_tokenizer(folder):
         try:
             return Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}"
+                            .splitlines()[0]) from None
     return None
 
 
@@ -450,11 +498,13 @@ RECIPES = {
 
 
 def encode_inputs(tokenizer, first, second=None, max_len=128):
-    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments 0 ... 0 1 ... 1 (as
-    BERT's), or [CLS] A [SEP] for one text; the longer text is cut first to fit max_len, as the release's."""
+    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments
+    0 ... 0 1 ... 1 (as BERT's), or [CLS] A [SEP] for one text; the longer text is cut first to
+    fit max_len, as the release's."""
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
-    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    seconds = ([e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second
+               else None)
     out = []
     for a, b in zip(firsts, seconds or [None] * len(firsts)):
         while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
@@ -465,8 +515,8 @@ def encode_inputs(tokenizer, first, second=None, max_len=128):
 
 
 class Classifier(nn.Module):
-    """AlbertForSequenceClassification: the pooled [CLS] (the pretrained pooler), dropout, and one linear layer to
-    the labels, as BERT's."""
+    """AlbertForSequenceClassification: the pooled [CLS] (the pretrained pooler), dropout, and one
+    linear layer to the labels, as BERT's."""
 
     def __init__(self, model, num_labels, recipe):
         super().__init__()
@@ -490,10 +540,11 @@ def finetune_loss(clf, batch, recipe):
 
 
 def finetune_groups(clf, recipe):
-    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
-    LayerNorm gains, one learning rate for every layer."""
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on
+    biases or LayerNorm gains, one learning rate for every layer."""
     params = [p for p in clf.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay,
+             "lr": recipe.lr},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
 
 
@@ -506,8 +557,10 @@ def demo_arguments(p):
 
 
 def demo(model, args):
-    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.demo if args.demo is not None else f"The {SPECIALS['mask']} statement raises an exception."
+    """Print the five likeliest fillers of each mask in --fill (after --train: a fixed sentence)."""
+    text = args.demo
+    if text is None:
+        text = f"The {SPECIALS['mask']} statement raises an exception."
     tok, device = model.tokenizer, next(model.parameters()).device
     special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
     ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
@@ -520,7 +573,8 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
+        # special tokens by name, never ''
+        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]
         print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
@@ -544,30 +598,37 @@ HF_NAMES = [
     ("full_layer_layer_norm", "ln2"),
     ("predictions.dense", "mlm.dense"),
     ("predictions.LayerNorm", "mlm.ln"),
-    ("predictions.decoder.bias", "head.bias"),  # the same tensor as the next: a file may hold either
+    ("predictions.decoder.bias", "head.bias"),  # the next one's tensor: a file holds either
     ("predictions.bias", "head.bias"),
     ("sop_classifier.classifier", "sop"),
 ]
 
 
 def load_pretrained(path, base=None):
-    """An `albert` folder in the Hugging Face layout (AlbertForPreTraining, AlbertForMaskedLM or AlbertModel; with
-    or without the `albert.` prefix); heads the file lacks (v2 files have no SOP head) are initialised and listed."""
+    """An `albert` folder in the Hugging Face layout (AlbertForPreTraining, AlbertForMaskedLM or
+    AlbertModel; with or without the `albert.` prefix); heads the file lacks (v2 files have no SOP
+    head) are initialised and listed."""
     hf, sd = read_pretrained(path, "albert")
     if hf.get("num_hidden_groups", 1) != 1 or hf.get("inner_group_num", 1) != 1:
         raise UserError(f"{path}: only the released layout of one shared layer is supported")
     base = base or PRESETS["base"]  # what the file does not say
-    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
-                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
-                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
-                              dropout=hf.get("hidden_dropout_prob", base.dropout), embed=hf["embedding_size"])
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"],
+                              max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab),
+                              layers=hf["num_hidden_layers"], hidden=hf["hidden_size"],
+                              heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation),
+                              eps=hf.get("layer_norm_eps", base.eps),
+                              dropout=hf.get("hidden_dropout_prob", base.dropout),
+                              embed=hf["embedding_size"])
     if cfg.activation not in common.ACTIVATIONS:
         raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
     sd = {k.removeprefix("albert."): v for k, v in sd.items()}
-    skip = ("predictions.decoder.weight", "embeddings.position_ids", "embeddings.token_type_ids")  # tied; buffers
+    skip = ("predictions.decoder.weight",  # tied
+            "embeddings.position_ids", "embeddings.token_type_ids")  # buffers
     model = Model(cfg)
-    load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("pooler.", "mlm.", "head.bias", "sop."))
+    load_weights(model, rename(sd, HF_NAMES, skip), path,
+                 optional=("pooler.", "mlm.", "head.bias", "sop."))
     model.tokenizer = load_tokenizer(hf.path)  # the folder, or the hub model's
     return model
 
@@ -581,40 +642,48 @@ def hf_config(cfg, architecture):
     return {"architectures": [architecture], "model_type": "albert", "vocab_size": cfg.vocab_size,
             "embedding_size": cfg.embed, "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers,
             "num_hidden_groups": 1, "inner_group_num": 1, "num_attention_heads": cfg.heads,
-            "intermediate_size": cfg.ffn, "hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
-            "attention_probs_dropout_prob": cfg.dropout, "classifier_dropout_prob": 0.1,
-            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps,
-            "initializer_range": cfg.init_std, "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
+            "intermediate_size": cfg.ffn, "hidden_act": cfg.activation,
+            "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
+            "classifier_dropout_prob": 0.1, "max_position_embeddings": cfg.max_len,
+            "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps,
+            "initializer_range": cfg.init_std, "pad_token_id": 0, "bos_token_id": 2,
+            "eos_token_id": 3}
 
 
 def hf_tokenizer(model):
-    """The export's tokenizer: a copy of the model's that adds [CLS] A [SEP] B [SEP] and segments 0 ... 0 1 ... 1
-    as encode_inputs does, so that transformers' tokenizers and pipelines encode as we do; and the entries of its
-    tokenizer_config.json."""
+    """The export's tokenizer: a copy of the model's that adds [CLS] A [SEP] B [SEP] (segments
+    0 ... 0 1 ... 1) as encode_inputs does, so that transformers' tokenizers and pipelines encode
+    as we do; and the entries of its tokenizer_config.json."""
     from tokenizers import Tokenizer, processors
 
     tok, cls, sep = Tokenizer.from_str(model.tokenizer.to_str()), SPECIALS["cls"], SPECIALS["sep"]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
-    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()}, "model_max_length": model.cfg.max_len,
+    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()},
+                 "model_max_length": model.cfg.max_len,
                  "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
 
 
 def export(model, folder):
     """The pretrained model as a Hugging Face AlbertForPreTraining folder."""
-    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)  # tied: stored once
-    sd = {k if k.startswith(("predictions.", "sop_classifier.")) else "albert." + k: v for k, v in sd.items()}
+    # the tied head is stored once
+    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)
+    sd = {k if k.startswith(("predictions.", "sop_classifier.")) else "albert." + k: v
+          for k, v in sd.items()}
     write_pretrained(folder, sd, hf_config(model.cfg, "AlbertForPreTraining"), *hf_tokenizer(model))
 
 
 def export_classifier(clf, folder, labels, regression):
     """A fine-tuned Classifier as a Hugging Face AlbertForSequenceClassification folder."""
     encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
-               if k.startswith("model.") and not k.startswith(("model.mlm.", "model.head.", "model.sop."))}
+               if k.startswith("model.")
+               and not k.startswith(("model.mlm.", "model.head.", "model.sop."))}
     sd = {"albert." + k: v for k, v in unrename(encoder, HF_NAMES).items()}
-    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
-    config = {**hf_config(clf.model.cfg, "AlbertForSequenceClassification"), **label_config(labels, regression)}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")},
+                       HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "AlbertForSequenceClassification"),
+              **label_config(labels, regression)}
     write_pretrained(folder, sd, config, *hf_tokenizer(clf.model))
 
 
@@ -757,6 +826,12 @@ def progress(items, phase, total=None, unit="MB", scale=1e6):
         yield item
     if last > start:
         print(f"{phase}: done in {time.time() - start:.0f}s")
+
+
+def in_blocks(n, phase, passes=1, size=4096):
+    """The first index of each block of `size` of n documents, `passes` times over, with progress."""
+    starts = ((block, p * n + block) for p in range(passes) for block in range(0, n, size))
+    return progress(starts, phase, passes * n, "documents", 1)
 
 
 VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB

@@ -1,8 +1,8 @@
-"""BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding (Devlin, Chang, Lee,
-Toutanova, 2018; § numbers of arXiv 1810.04805v2). What this file changes relative to gpt.py:
+"""BERT: Pre-training of Deep Bidirectional Transformers for Language Understanding (Devlin, Chang,
+Lee, Toutanova, 2018; § numbers of arXiv 1810.04805v2). What this file changes relative to gpt.py:
 - Bidirectional self-attention: no causal mask; padding is masked instead (§3).
-- Masked LM: 15% of tokens chosen, 80% [MASK] / 10% random / 10% unchanged; each instance keeps one mask (§3.1, A.1).
-- Next sentence prediction on [CLS] A [SEP] B [SEP] pairs, B the true continuation half of the time (§3.1).
+- Masked LM: 15% of tokens, 80% [MASK] / 10% random / 10% kept; one mask per instance (§3.1, A.1).
+- Next sentence prediction on [CLS] A [SEP] B [SEP]: B is A's continuation half the time (§3.1).
 - Segment (token type) embeddings and an embedding LayerNorm (§3, Figure 2); exact GELU (§A.2).
 - Uncased WordPiece vocabulary of 30,522 tokens (§3); LayerNorm eps 1e-12 (the release).
 - Adam with lr 1e-4, 10,000 warmup steps, then linear decay; batch 256 x 128 (§A.2).
@@ -40,10 +40,11 @@ class Config:
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
     mask_prob: float = 0.15  # BERT §3.1
-    next_sentence: bool = True  # NSP, §3.1; False: MLM alone (the ELECTRA release's BERT baseline; RoBERTa §4.2)
+    # NSP, §3.1; False: MLM alone, not BERT (the ELECTRA release's BERT baseline; RoBERTa §4.2)
+    next_sentence: bool = True
     max_predictions: int = 20  # masked positions per sequence at length 128 (80 at 512), release
-    short_seq_prob: float = 0.1  # shorter target lengths, to reduce the pretrain / fine-tune mismatch, §A.2
-    dupe_factor: int = 10  # each document made into instances 10 times under different masks, release
+    short_seq_prob: float = 0.1  # shorter targets, less pretrain / fine-tune mismatch, §A.2
+    dupe_factor: int = 10  # each document made into instances 10 times, other masks each, release
     # training
     seq_len: int = 128  # 90% of the steps at 128, §A.2
     batch_size: int = 256  # §A.2
@@ -54,7 +55,8 @@ class Config:
     schedule: str = "linear"  # linear decay, BERT §A.2
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (docs/gpt-and-bert.md)
+    # ours: torch's AdamW; the release's AdamWeightDecay: no bias correction (docs/gpt-and-bert.md)
+    adam_eps: float = 1e-6
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
@@ -63,14 +65,17 @@ class Config:
 
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
-    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
+    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden,
+                     **kw})
 
 
 PRESETS = {
-    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform for a long time (docs/gpt-and-bert.md)
-    "tiny": _sized(2, 128, vocab_size=4096, max_len=128, dropout=0.0, init_std=0.08, dupe_factor=5, batch_size=32,
-                   steps=2000, lr=5e-4, warmup=50, log_interval=100, eval_interval=500, eval_examples=320),
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights
+    # from N(0, 0.08): at 0.02 so narrow a model's attention stays uniform for a long time
+    # (docs/gpt-and-bert.md)
+    "tiny": _sized(2, 128, vocab_size=4096, max_len=128, dropout=0.0, init_std=0.08, dupe_factor=5,
+                   batch_size=32, steps=2000, lr=5e-4, warmup=50, log_interval=100,
+                   eval_interval=500, eval_examples=320),
     # the small BERTs of "Well-Read Students Learn Better" (Turc et al., 2019)
     "mini": _sized(4, 256, steps=20_000, lr=5e-4, warmup=1000),
     "small": _sized(4, 512, steps=20_000, lr=3e-4, warmup=1000),
@@ -97,23 +102,26 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, H)
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
-        x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        x = x + self.types(types)
         return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Model(nn.Module):
-    """The bidirectional encoder and its pretraining heads: masked LM on every position, tied to the token embeddings,
-    and next sentence prediction on the pooled [CLS] (§3)."""
+    """The bidirectional encoder and its pretraining heads: masked LM on every position, tied to the
+    token embeddings, and next sentence prediction on the pooled [CLS] (§3)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.blocks = nn.ModuleList(
-            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
+            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout,
+                         cfg.dropout)
             for _ in range(cfg.layers))
-        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)  # tanh(W h[CLS] + b) feeds the sentence-pair head, BERT §3.1
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # the MLM head's transform
+        # tanh(W h[CLS] + b) feeds the sentence-pair head, BERT §3.1
+        self.pooler = nn.Linear(cfg.hidden, cfg.hidden)
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # its transform
                                   "ln": nn.LayerNorm(cfg.hidden, eps=cfg.eps)})
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
@@ -124,14 +132,14 @@ class Model(nn.Module):
     def _init(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             s = self.cfg.init_std
-            nn.init.trunc_normal_(m.weight, std=s, a=-2 * s, b=2 * s)  # cut at 2 std, as the release
+            nn.init.trunc_normal_(m.weight, std=s, a=-2 * s, b=2 * s)  # cut at 2 std, release
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
     def num_params(self):
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared or tied tensor once
+        return sum(p.numel() for p in self.parameters())  # a shared or tied tensor counts once
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
         mask = common.attention_mask(attention_mask)
@@ -144,24 +152,26 @@ class Model(nn.Module):
         """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only; NSP logits (B, 2)."""
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         pair = self.nsp(torch.tanh(self.pooler(h[:, 0])))  # (B, 2): [CLS] summarises the pair
-        if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
+        if positions is not None:  # project onto the vocabulary only where there is a loss
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # MLM head: dense, GELU,
         h = self.mlm.ln(h)  # then LayerNorm (B, P, H)
         return self.head(h), pair  # (B, P, V): scored against the token embeddings
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        """A Hugging Face-format folder (the checkpoints section); training settings from `base`."""
         return load_pretrained(path, base)
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
-    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
-    The MLM head multiplies at the max_predictions masked slots of a sequence; the pooler and NSP head once in it."""
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4
+    backward), plus 12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    The MLM head multiplies at the max_predictions masked slots of a sequence; the pooler and NSP
+    head once in it."""
     P, T = cfg.max_predictions, cfg.seq_len
-    weights = numel(model.blocks) + numel(model.mlm, model.head) * P / T + numel(model.pooler, model.nsp) / T
+    weights = (numel(model.blocks) + numel(model.mlm, model.head) * P / T
+               + numel(model.pooler, model.nsp) / T)
     return 6 * weights + 12 * cfg.layers * cfg.hidden * T
 
 
@@ -169,51 +179,56 @@ def flops_per_token(model, cfg):
 
 
 def load_data(corpus, tokenizer, out, cfg):
-    """The training examples of each split (make_instances), made once from the token cache and cached beside it,
-    and what masking needs to know about the vocabulary."""
+    """The training examples of each split (make_instances), made once from the token cache and
+    cached beside it, and what masking needs to know about the vocabulary."""
     data = cache_tokens(corpus, tokenizer, Path(out) / "cache")
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
-    made = [Path(__file__).stem, cfg.seq_len, cfg.dupe_factor, cfg.short_seq_prob, cfg.next_sentence]  # what it reads
+    # what make_instances reads
+    key = [Path(__file__).stem, cfg.seq_len, cfg.dupe_factor, cfg.short_seq_prob, cfg.next_sentence]
     for name, split in data.items():
-        instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # the release's seed
-        split.update(cached(split["folder"] / f"{name}.instances", made, instances, "making the training examples"))
+        instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # its seed
+        split.update(cached(split["folder"] / f"{name}.instances", key, instances,
+                            "making the training examples"))
         split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
-        split["pad_id"], split["cls_id"], split["sep_id"] = special["pad"], special["cls"], special["sep"]
+        split["pad_id"] = special["pad"]
+        split["cls_id"], split["sep_id"] = special["cls"], special["sep"]
         # padding, start and separator are never masked; the unknown token may be, as in the release
         split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
+        # the random replacements
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])
         if not len(split["pair_labels"]):
             raise UserError("the corpus is too small: a split made no training examples")
     return data
 
 
 def make_instances(split, cfg, rng, special):
-    """[CLS] A [SEP] B [SEP] pairs, as the release's create_pretraining_data, each document dupe_factor times:
-    documents cut into chunks of sentences up to a target length (10% of the time a shorter one), A = the first k
-    sentences of a chunk, B = the rest (label 0) or, half of the time, sentences of a random other document
-    (label 1; the chunk's unused sentences go back). §3.1, A.1.
-    A and B are each a run of one document's sentences, so an instance is stored as two token ranges of the cache,
-    (start, end) each, and its label; `assemble` builds the rows of a batch from them. Only sentence lengths are read
-    here, a block of documents at a time."""
-    sents, docs = np.asarray(split["sentences"]), np.asarray(split["documents"])  # the memmaps, read as arrays
+    """[CLS] A [SEP] B [SEP] pairs, as the release's create_pretraining_data, each document
+    dupe_factor times: documents cut into chunks of sentences up to a target length (10% of the
+    time a shorter one), A = the first k sentences of a chunk, B = the rest (label 0) or, half of
+    the time, sentences of a random other document (label 1; the chunk's unused sentences go
+    back). §3.1, A.1.
+    A and B are each a run of one document's sentences, so an instance is stored as two token
+    ranges of the cache, (start, end) each, and its label; `assemble` builds the rows of a batch
+    from them. Only sentence lengths are read here, a block of documents at a time."""
+    sents, docs = np.asarray(split["sentences"]), np.asarray(split["documents"])  # memmaps, read
     longest = cfg.seq_len - 3  # room for [CLS], [SEP], [SEP]
     # each pass over the documents pairs and truncates differently (and gets other masks)
-    passes = ((block, dupe * len(docs) + block) for dupe in range(cfg.dupe_factor)
-              for block in range(0, len(docs), 4096))
-    for block in progress(passes, "making instances", cfg.dupe_factor * len(docs), "documents", 1):
+    for block in in_blocks(len(docs), "making instances", passes=cfg.dupe_factor):
         made = []  # (A's start, end, B's start, end, label) of the block's instances
         bounds = docs[block:block + 4096].tolist()
         base = bounds[0][0]
-        offsets = sents[base:bounds[-1][1]].tolist()  # (start, end) of the block's sentences
-        for d, (first, last) in enumerate(bounds, block):  # one target length per document and pass, as the release
+        offsets = sents[base:bounds[-1][1]].tolist()  # offsets[i - base]: sentence i's (start, end)
+        # one target length per document and pass, as the release
+        for d, (first, last) in enumerate(bounds, block):
             target = rng.integers(2, longest + 1) if rng.random() < cfg.short_seq_prob else longest
             start, length, k = first, 0, first  # the chunk: sentences start..k
             while k < last:
                 length += offsets[k - base][1] - offsets[k - base][0]
                 if k == last - 1 or length >= target:
                     size = k + 1 - start  # sentences in the chunk
-                    a_end = start + (rng.integers(1, size) if size >= 2 else 1)  # A: sentences start..a_end-1
+                    a_end = start + (rng.integers(1, size) if size >= 2 else 1)  # A: start..a_end-1
                     a = [offsets[start - base][0], offsets[a_end - 1 - base][1]]
+                    # B from another document half of the time (never, in the no-NSP baseline)
                     if cfg.next_sentence and (size == 1 or rng.random() < 0.5) and len(docs) > 1:
                         label = 1
                         other = (d + rng.integers(1, len(docs))) % len(docs)  # never this document
@@ -225,11 +240,11 @@ def make_instances(split, cfg, rng, special):
                             if b[1] - b[0] >= target - (a[1] - a[0]):
                                 break
                         k = a_end - 1  # the unused sentences are made into the next chunk
-                    else:  # without NSP, a chunk of one sentence is A with B empty: [CLS] A [SEP] [SEP]
+                    else:  # B continues A; a one-sentence chunk without NSP: [CLS] A [SEP] [SEP]
                         label, b = 0, [a[1], offsets[k - base][1]]
-                    excess = a[1] - a[0] + b[1] - b[0] - longest  # tokens to cut, one draw each (one call)
+                    excess = a[1] - a[0] + b[1] - b[0] - longest  # tokens to cut, a draw each
                     for u in rng.random(excess).tolist() if excess > 0 else ():
-                        longer = a if a[1] - a[0] > b[1] - b[0] else b  # the longer side, at the front or back
+                        longer = a if a[1] - a[0] > b[1] - b[0] else b  # cut at its front or back
                         if u < 0.5:
                             longer[0] += 1
                         else:
@@ -243,35 +258,47 @@ def make_instances(split, cfg, rng, special):
 
 
 def assemble(split, instances, T):
-    """The rows [CLS] A [SEP] B [SEP] of `instances`, padded to seq_len (B, T), and their segment ids (B, T),
-    gathered from the token cache."""
+    """The rows [CLS] A [SEP] B [SEP] of `instances` (BERT §3), padded to seq_len (B, T), and their
+    segment ids (B, T), gathered from the token cache."""
+    # column:   0      1 .. n_a   n_a + 1   n_a + 2 .. n_a + n_b + 1   n_a + n_b + 2   .. T - 1
+    # token:    [CLS]  A ..       [SEP]     B ..                       [SEP]           [PAD] ..
+    # segment:  0      0 ..       0         1 ..                       1               0 ..
     a, b = split["a"][instances], split["b"][instances]  # (B, 2) token ranges
     n_a, n_b = a[:, 1:] - a[:, :1], b[:, 1:] - b[:, :1]  # (B, 1)
     col = np.arange(T)[None, :]  # (1, T)
     in_a, in_b = (col >= 1) & (col <= n_a), (col >= n_a + 2) & (col < n_a + n_b + 2)  # (B, T)
-    source = np.where(in_a, a[:, :1] + col - 1, np.where(in_b, b[:, :1] + col - n_a - 2, 0))  # (B, T) token offsets
+    # (B, T) offsets in the token cache
+    source = np.where(in_a, a[:, :1] + col - 1, np.where(in_b, b[:, :1] + col - n_a - 2, 0))
     ids = np.where(in_a | in_b, split["tokens"][source], split["pad_id"]).astype(np.int64)
-    ids[:, 0] = split["cls_id"]
     rows = np.arange(len(ids))
-    ids[rows, n_a[:, 0] + 1] = ids[rows, (n_a + n_b)[:, 0] + 2] = split["sep_id"]
+    ids[:, 0] = split["cls_id"]
+    ids[rows, n_a[:, 0] + 1] = split["sep_id"]  # after A
+    ids[rows, (n_a + n_b)[:, 0] + 2] = split["sep_id"]  # after B
     return ids, ((col >= n_a + 2) & (col <= n_a + n_b + 2)).astype(np.int64)
 
 
+# uniform()'s streams (a keyed hash, in the shared plumbing): the same seed, key and stream give the
+# same numbers in any process, so a mask is a function of its key alone
+CHOOSE, FATE, RANDOM_TOKEN = 0, 1, 2  # which tokens; what becomes of each; which random token
+
+
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's tokens (never the start, separator or padding; at most max_predictions); of those
-    80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
-    by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
+    """Choose 15% of each row's tokens (never the start, separator or padding; at most
+    max_predictions); of those 80% become the mask token, 10% a random non-special token, 10% stay
+    (BERT §3.1). Random numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen
+    positions and their labels (B, P), padded with label -100."""
     B, T = input_ids.shape
     P = cfg.max_predictions
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)
     # a random order of each row's candidates (the others sort last), the first P of it
-    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # (B, P)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, CHOOSE), 2.0), axis=1)[:, :P]
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
     labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)  # (B, P)
-    u = uniform(seed, keys, P, 1)
-    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    u = uniform(seed, keys, P, FATE)
+    pick = (uniform(seed, keys, P, RANDOM_TOKEN) * len(split["normal"])).astype(np.int64)  # (B, P)
+    random_tokens = split["normal"][pick]
     replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
     ids = input_ids.copy()
     rows = np.broadcast_to(np.arange(B)[:, None], (B, P))  # each slot's row
@@ -286,13 +313,14 @@ def epoch_order(n, seed, epoch):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n.
-    Its mask is keyed by the instance, not the example: the same instance always has the same mask (STATIC, as
-    the release's pre-made data)."""
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the
+    instance, not the example: the same instance always has the same mask (STATIC, as the release's
+    pre-made data)."""
     n = len(data["pair_labels"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids, type_ids = assemble(data, instances, cfg.seq_len)  # (B, T) each
-    masked, positions, labels = mask_tokens(input_ids, instances, seed, data, cfg)
+    keys = instances  # the mask is a function of the instance: the same every epoch (STATIC)
+    masked, positions, labels = mask_tokens(input_ids, keys, seed, data, cfg)
     return {"input_ids": torch.from_numpy(masked), "token_type_ids": torch.from_numpy(type_ids),
             "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
@@ -300,19 +328,23 @@ def get_batch(data, ids, seed, cfg):
 
 
 def compute_loss(model, batch, cfg):
-    """Masked LM cross-entropy over the chosen positions + NSP cross-entropy (§3.1; A.2: "the sum of the mean
-    masked LM likelihood and the mean next sentence prediction likelihood"). Returns the loss and metrics."""
+    """Masked LM cross-entropy over the chosen positions + NSP cross-entropy (§3.1; A.2: "the sum of
+    the mean masked LM likelihood and the mean next sentence prediction likelihood"). Returns the
+    loss and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
-    mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                   batch["mlm_positions"])  # (B, P, V), (B, 2)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
-    pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count: no ignore_index
+    # (B, P, V), (B, 2)
+    mlm_logits, pair_logits = model(batch["input_ids"], batch["attention_mask"],
+                                    batch["token_type_ids"], batch["mlm_positions"])
+    # (B·P, V) against (B·P,); -100 is ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())
+    pair_loss = F.cross_entropy(pair_logits.float(), batch["pair_labels"])  # both classes count
     chosen = labels != -100
     metrics = {"mlm_loss": mlm_loss, "nsp_loss": pair_loss,
                "mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum(),
                "nsp_acc": (pair_logits.argmax(-1) == batch["pair_labels"]).float().mean()}
-    if not cfg.next_sentence:  # the masked LM alone: the NSP head is neither trained nor scored
+    if not cfg.next_sentence:  # not BERT: the no-NSP baseline, its NSP head not trained or scored
         metrics = {k: v for k, v in metrics.items() if not k.startswith("nsp")}
+    # × 0 without NSP rather than left out: every weight stays in the graph, as DDP expects
     return mlm_loss + pair_loss * cfg.next_sentence, metrics
 
 
@@ -322,8 +354,10 @@ def configure_optimizer(model, cfg, device):
     # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size on 2 cores)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type != "mps")
+    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size
+    # on 2 cores)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
+                             fused=device.type != "mps")
 
 
 # --- tokenizer ---
@@ -334,9 +368,10 @@ SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mas
 
 
 def _configure(tok):
+    """The uncased WordPiece of BERT §3: text normalised, split into words, joined back."""
     from tokenizers import decoders, normalizers, pre_tokenizers
 
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercased, accents stripped
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercase, no accents
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     return tok
@@ -348,10 +383,10 @@ def train_tokenizer(docs, cfg):
 
     from tokenizers import Tokenizer, models, trainers
 
-    # The trainer numbers each "##" + letter as it meets it in a hash map, whose order changes from
-    # run to run, and breaks ties between equally frequent merges by those numbers. A first pass (no
-    # merges) lists them; the second takes them in sorted order, so that a corpus always gives the
-    # same vocabulary.
+    # Ours, for reproducible runs: the trainer numbers each "##" + letter as it meets it in a hash
+    # map, whose order changes from run to run, and breaks ties between equally frequent merges by
+    # those numbers. A first pass (no merges) lists them; the second takes them in sorted order, so
+    # that a corpus always gives the same vocabulary.
     sentences, pieces = [s for doc in docs for s in doc], []
     for size in (0, cfg.vocab_size):
         tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
@@ -373,10 +408,12 @@ def load_tokenizer(folder):
         try:
             return Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}"
+                            .splitlines()[0]) from None
     if (folder / "vocab.txt").exists():
-        tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
-        tok.add_special_tokens(list(SPECIALS.values()))  # so that a mask token in a text is one token
+        wordpiece = models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")
+        tok = _configure(Tokenizer(wordpiece))
+        tok.add_special_tokens(list(SPECIALS.values()))  # a mask token in a text is one token
         return tok
     return None
 
@@ -386,11 +423,11 @@ def load_tokenizer(folder):
 
 @dataclass
 class Recipe:
-    """How finetune.py fine-tunes this model on a task: §4 and A.3, and the release's run_classifier."""
+    """How finetune.py fine-tunes this model: §4 and A.3, and the release's run_classifier."""
     lr: float = 2e-5  # the best of 5e-5, 4e-5, 3e-5 and 2e-5 on each task's dev set, §4.1
     batch_size: int = 32  # BERT §4.1
     epochs: int = 3  # §4.1
-    warmup: float = 0.1  # a fraction of the steps, then linear decay: the release's warmup_proportion
+    warmup: float = 0.1  # a fraction of the steps, then linear decay: warmup_proportion, release
     weight_decay: float = 0.01  # as in pretraining, release
     dropout: float = 0.1  # in the encoder, as in pretraining (A.3)
     head_dropout: float = 0.1  # before the classifier, release
@@ -405,11 +442,13 @@ RECIPES = {
 
 
 def encode_inputs(tokenizer, first, second=None, max_len=128):
-    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments 0 ... 0 1 ... 1 (§4.1,
-    Figure 4), or [CLS] A [SEP] for one text; the longer text is cut first to fit max_len, as the release's."""
+    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments
+    0 ... 0 1 ... 1 (§4.1, Figure 4), or [CLS] A [SEP] for one text; the longer text is cut
+    first to fit max_len, as the release's."""
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
-    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    seconds = ([e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second
+               else None)
     out = []
     for a, b in zip(firsts, seconds or [None] * len(firsts)):
         while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
@@ -420,8 +459,8 @@ def encode_inputs(tokenizer, first, second=None, max_len=128):
 
 
 class Classifier(nn.Module):
-    """BertForSequenceClassification: the pooled [CLS] (the pretrained pooler), dropout, and one linear layer to the
-    labels, its only new weights (§4.1)."""
+    """BertForSequenceClassification: the pooled [CLS] (the pretrained pooler), dropout, and one
+    linear layer to the labels, its only new weights (§4.1)."""
 
     def __init__(self, model, num_labels, recipe):
         super().__init__()
@@ -445,10 +484,11 @@ def finetune_loss(clf, batch, recipe):
 
 
 def finetune_groups(clf, recipe):
-    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
-    LayerNorm gains, one learning rate for every layer."""
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on
+    biases or LayerNorm gains, one learning rate for every layer."""
     params = [p for p in clf.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay,
+             "lr": recipe.lr},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
 
 
@@ -461,8 +501,10 @@ def demo_arguments(p):
 
 
 def demo(model, args):
-    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.demo if args.demo is not None else f"The {SPECIALS['mask']} statement raises an exception."
+    """Print the five likeliest fillers of each mask in --fill (after --train: a fixed sentence)."""
+    text = args.demo
+    if text is None:
+        text = f"The {SPECIALS['mask']} statement raises an exception."
     tok, device = model.tokenizer, next(model.parameters()).device
     special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
     ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
@@ -475,7 +517,8 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
+        # special tokens by name, never ''
+        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]
         print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
@@ -499,28 +542,34 @@ HF_NAMES = [
     ("pooler.dense", "pooler"),
     ("cls.predictions.transform.dense", "mlm.dense"),
     ("cls.predictions.transform.LayerNorm", "mlm.ln"),
-    ("cls.predictions.decoder.bias", "head.bias"),  # the same tensor as the next: a file may hold either
+    ("cls.predictions.decoder.bias", "head.bias"),  # the next one's tensor: a file holds either
     ("cls.predictions.bias", "head.bias"),
     ("cls.seq_relationship", "nsp"),
 ]
 
 
 def load_pretrained(path, base=None):
-    """A `bert` folder in the Hugging Face layout (BertForPreTraining, BertForMaskedLM or BertModel; with or
-    without the `bert.` prefix; legacy gamma/beta names); heads the file lacks are initialised and listed."""
+    """A `bert` folder in the Hugging Face layout (BertForPreTraining, BertForMaskedLM or BertModel;
+    with or without the `bert.` prefix; legacy gamma/beta names); heads the file lacks are
+    initialised and listed."""
     hf, sd = read_pretrained(path, "bert")
     base = base or PRESETS["base"]  # what the file does not say
-    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
-                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
-                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"],
+                              max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab),
+                              layers=hf["num_hidden_layers"], hidden=hf["hidden_size"],
+                              heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation),
+                              eps=hf.get("layer_norm_eps", base.eps),
                               dropout=hf.get("hidden_dropout_prob", base.dropout))
     if cfg.activation not in common.ACTIVATIONS:
         raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
     sd = {k.removeprefix("bert."): v for k, v in sd.items()}
-    skip = ("cls.predictions.decoder.weight", "embeddings.position_ids", "embeddings.token_type_ids")  # tied; buffers
+    skip = ("cls.predictions.decoder.weight",  # tied
+            "embeddings.position_ids", "embeddings.token_type_ids")  # buffers
     model = Model(cfg)
-    load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("pooler.", "mlm.", "head.bias", "nsp."))
+    load_weights(model, rename(sd, HF_NAMES, skip), path,
+                 optional=("pooler.", "mlm.", "head.bias", "nsp."))
     model.tokenizer = load_tokenizer(hf.path)  # the folder, or the hub model's
     return model
 
@@ -532,30 +581,34 @@ HF_HEAD = [("classifier", "out")]
 def hf_config(cfg, architecture):
     """The config.json of the Hugging Face model of this shape."""
     return {"architectures": [architecture], "model_type": "bert", "vocab_size": cfg.vocab_size,
-            "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
-            "intermediate_size": cfg.ffn, "hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
-            "attention_probs_dropout_prob": cfg.dropout, "max_position_embeddings": cfg.max_len,
-            "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps, "initializer_range": cfg.init_std,
+            "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers,
+            "num_attention_heads": cfg.heads, "intermediate_size": cfg.ffn,
+            "hidden_act": cfg.activation,
+            "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
+            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab,
+            "layer_norm_eps": cfg.eps, "initializer_range": cfg.init_std,
             "pad_token_id": 0}
 
 
 def hf_tokenizer(model):
-    """The export's tokenizer: a copy of the model's that adds [CLS] A [SEP] B [SEP] and segments 0 ... 0 1 ... 1
-    as encode_inputs does, so that transformers' tokenizers and pipelines encode as we do; and the entries of its
-    tokenizer_config.json."""
+    """The export's tokenizer: a copy of the model's that adds [CLS] A [SEP] B [SEP] (segments
+    0 ... 0 1 ... 1) as encode_inputs does, so that transformers' tokenizers and pipelines encode
+    as we do; and the entries of its tokenizer_config.json."""
     from tokenizers import Tokenizer, processors
 
     tok, cls, sep = Tokenizer.from_str(model.tokenizer.to_str()), SPECIALS["cls"], SPECIALS["sep"]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
-    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()}, "model_max_length": model.cfg.max_len,
+    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()},
+                 "model_max_length": model.cfg.max_len,
                  "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
 
 
 def export(model, folder):
     """The pretrained model as a Hugging Face BertForPreTraining folder."""
-    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)  # tied: stored once
+    # the tied head is stored once
+    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)
     sd = {k if k.startswith("cls.") else "bert." + k: v for k, v in sd.items()}
     write_pretrained(folder, sd, hf_config(model.cfg, "BertForPreTraining"), *hf_tokenizer(model))
 
@@ -563,10 +616,13 @@ def export(model, folder):
 def export_classifier(clf, folder, labels, regression):
     """A fine-tuned Classifier as a Hugging Face BertForSequenceClassification folder."""
     encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
-               if k.startswith("model.") and not k.startswith(("model.mlm.", "model.head.", "model.nsp."))}
+               if k.startswith("model.")
+               and not k.startswith(("model.mlm.", "model.head.", "model.nsp."))}
     sd = {"bert." + k: v for k, v in unrename(encoder, HF_NAMES).items()}
-    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
-    config = {**hf_config(clf.model.cfg, "BertForSequenceClassification"), **label_config(labels, regression)}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")},
+                       HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "BertForSequenceClassification"),
+              **label_config(labels, regression)}
     write_pretrained(folder, sd, config, *hf_tokenizer(clf.model))
 
 
@@ -709,6 +765,12 @@ def progress(items, phase, total=None, unit="MB", scale=1e6):
         yield item
     if last > start:
         print(f"{phase}: done in {time.time() - start:.0f}s")
+
+
+def in_blocks(n, phase, passes=1, size=4096):
+    """The first index of each block of `size` of n documents, `passes` times over, with progress."""
+    starts = ((block, p * n + block) for p in range(passes) for block in range(0, n, size))
+    return progress(starts, phase, passes * n, "documents", 1)
 
 
 VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB

@@ -1,12 +1,11 @@
 """ELECTRA: Pre-training Text Encoders as Discriminators Rather Than Generators (Clark, Luong, Le,
 Manning, 2020; § numbers of arXiv 2003.10555v1). What this file changes relative to bert.py:
-- Replaced token detection: a small generator (an MLM) fills the masked positions with SAMPLED tokens and the
-  discriminator, the model that is kept, tells for EVERY token whether it was replaced (§2).
-- Generator and discriminator share one embedding module; the generator is a fraction of the size (§3.2).
+- Replaced token detection: a small generator (an MLM) fills the masked positions with SAMPLED
+  tokens; the discriminator, the model kept, tells for EVERY token whether it was replaced (§2).
+- Generator and discriminator share one embedding module; the generator is smaller (§3.2).
 - Loss = generator MLM + 50 x discriminator; no gradient flows through the samples (§2).
-- Masking: 15% of tokens (25% for large), 85% [MASK] / 15% unchanged, no random tokens; a new mask every time
-  an example is fed (release).
-- No next sentence prediction and no pooler: one or two segments of one document per example (release).
+- Masking: 15% (25% for large), 85% [MASK] / 15% unchanged, no random tokens; dynamic (release).
+- No next sentence prediction, no pooler: one or two segments of one document each (release).
 - Embedding size E, with a projection to each encoder's width where they differ (Table 6).
 - Adam with lr 5e-4 (small) / 2e-4 (base), 10,000 warmup steps, then linear decay (Table 6).
 """
@@ -41,14 +40,14 @@ class Config:
     hidden: int = 768  # the discriminator's
     heads: int = 12
     ffn: int = 3072
-    gen_size: float = 1 / 3  # generator hidden / discriminator hidden (§3.2, Table 6); heads hidden/64, FFN 4x
+    gen_size: float = 1 / 3  # its width / the discriminator's (§3.2, Table 6); heads w/64, FFN 4w
     activation: str = "gelu"  # exact erf GELU, BERT §A.2
     eps: float = 1e-12
     dropout: float = 0.1  # all layers, BERT §A.2
     init_std: float = 0.02  # initializer_range of the release's config
     # objective
     mask_prob: float = 0.15  # §2 (25% for large, Table 6)
-    max_predictions: int = 79  # masked positions per sequence: int((mask_prob + 0.005) * seq_len), release
+    max_predictions: int = 79  # per sequence: int((mask_prob + 0.005) * seq_len), release
     short_seq_prob: float = 0.05  # a random target length instead of the full one, release
     disc_weight: float = 50.0  # λ, §2
     # training
@@ -58,38 +57,43 @@ class Config:
     steps: int = 766_000  # Table 6
     lr: float = 2e-4  # Table 6
     warmup: int = 10_000
-    schedule: str = "linear"  # the release decays from step 0, peak * (1 - t/N) * min(1, t/w): within w/N of ours
+    # the release decays from step 0, peak * (1 - t/N) * min(1, t/w): within w/N of ours
+    schedule: str = "linear"
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
-    adam_eps: float = 1e-6  # ours is torch's AdamW; the release's AdamWeightDecay has no bias correction (docs/gpt-and-bert.md)
+    # ours: torch's AdamW; the release's AdamWeightDecay: no bias correction (docs/gpt-and-bert.md)
+    adam_eps: float = 1e-6
     clip: float = 1.0
     log_interval: int = 100
     eval_interval: int = 1000
     eval_examples: int = 1024  # the same validation examples whatever the batch size
 
     @property
-    def gen_hidden(self):
+    def gen_hidden(self):  # the generator's width, §3.2
         return round(self.hidden * self.gen_size)
 
 
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
-    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
+    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden,
+                     **kw})
 
 
 PRESETS = {
-    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform long; sequences of 32: at 128 it ignores word order (docs/diff-bert-electra.md)
-    "tiny": _sized(2, 128, embed=128, gen_size=1 / 4, vocab_size=4096, max_len=128, dropout=0.0, init_std=0.08,
-                   max_predictions=5, seq_len=32, batch_size=64, steps=3000, lr=1e-3, warmup=200, log_interval=100,
-                   eval_interval=500, eval_examples=1024),
-    # the paper's ELECTRA-Small: 13,549,057 parameters in the discriminator (Table 6; its generator 1/4 the width)
-    "small": _sized(12, 256, embed=128, gen_size=1 / 4, max_predictions=19, seq_len=128, batch_size=128,
-                    steps=1_000_000, lr=5e-4),
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights
+    # from N(0, 0.08): at 0.02 so narrow a model's attention stays uniform long; sequences of 32: at
+    # 128 it ignores word order (docs/diff-bert-electra.md)
+    "tiny": _sized(2, 128, embed=128, gen_size=1 / 4, vocab_size=4096, max_len=128, dropout=0.0,
+                   init_std=0.08, max_predictions=5, seq_len=32, batch_size=64, steps=3000, lr=1e-3,
+                   warmup=200, log_interval=100, eval_interval=500, eval_examples=1024),
+    # the paper's ELECTRA-Small: 13,549,057 parameters in the discriminator (Table 6; its generator
+    # 1/4 the width)
+    "small": _sized(12, 256, embed=128, gen_size=1 / 4, max_predictions=19, seq_len=128,
+                    batch_size=128, steps=1_000_000, lr=5e-4),
     "base": Config(),  # 109,483,009 in the discriminator, 33,740,602 in the generator
     # ELECTRA-400K; the released ELECTRA-Large trained for 1.75M steps
-    "large": _sized(24, 1024, embed=1024, gen_size=1 / 4, mask_prob=0.25, max_predictions=130, batch_size=2048,
-                    steps=400_000),
+    "large": _sized(24, 1024, embed=1024, gen_size=1 / 4, mask_prob=0.25, max_predictions=130,
+                    batch_size=2048, steps=400_000),
 }
 
 
@@ -97,7 +101,7 @@ PRESETS = {
 
 
 class Embeddings(nn.Module):
-    """Token, position and segment embeddings of size E, summed and normalised; ONE module for both encoders."""
+    """Token, position and segment embeddings of size E, summed and normalised; ONE for both."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -110,12 +114,14 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, E)
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
-        x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        x = x + self.types(types)
         return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Encoder(nn.Module):
-    """Blocks of width `hidden` on the shared embeddings, entered through a Linear(E, hidden) where E differs."""
+    """Blocks of width `hidden` on the shared embeddings, after a Linear(E, hidden) if E differs
+    (§3.2, Table 6)."""
 
     def __init__(self, cfg, hidden, heads, ffn):
         super().__init__()
@@ -132,41 +138,46 @@ class Encoder(nn.Module):
 
 
 class Model(nn.Module):
-    """A small generator (a masked LM) and the discriminator, two encoders on shared embeddings: the generator fills
-    the masked positions with samples, the discriminator tells for every token whether it was replaced (§2)."""
+    """A small generator (a masked LM) and the discriminator, two encoders on shared embeddings: the
+    generator fills the masked positions with samples, the discriminator tells for every token
+    whether it was replaced (§2)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)  # ONE module that both encoders read, not a copy (§3.2)
         g = cfg.gen_hidden
-        self.generator = Encoder(cfg, g, max(1, g // 64), 4 * g)  # heads and FFN as the release sizes them
+        self.generator = Encoder(cfg, g, max(1, g // 64), 4 * g)  # heads and FFN as the release
         self.discriminator = Encoder(cfg, cfg.hidden, cfg.heads, cfg.ffn)
         self.mlm = nn.ModuleDict({"dense": nn.Linear(g, cfg.embed),  # the MLM head's transform
                                   "ln": nn.LayerNorm(cfg.embed, eps=cfg.eps)})
         self.head = nn.Linear(cfg.embed, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
-        self.rtd = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden), "out": nn.Linear(cfg.hidden, 1)})
+        self.rtd = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),
+                                  "out": nn.Linear(cfg.hidden, 1)})
         self.apply(self._init)
         for m in (self.rtd.out, self.generator.project, self.discriminator.project):
-            if isinstance(m, nn.Linear):  # layers the release builds with tf.layers.dense's default, Glorot uniform
+            # layers the release builds with tf.layers.dense's default: Glorot uniform
+            if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
         self.tokenizer = None
 
     def _init(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             s = self.cfg.init_std
-            nn.init.trunc_normal_(m.weight, std=s, a=-2 * s, b=2 * s)  # cut at 2 std, as the release
+            nn.init.trunc_normal_(m.weight, std=s, a=-2 * s, b=2 * s)  # cut at 2 std, release
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
     def num_params(self):
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared or tied tensor once
+        return sum(p.numel() for p in self.parameters())  # a shared or tied tensor counts once
 
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H), the discriminator's
-        return self.discriminator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
+        """The discriminator's final states."""
+        return self.discriminator(self.embeddings(input_ids, token_type_ids),
+                                  common.attention_mask(attention_mask))
 
     def detect(self, input_ids, attention_mask=None, token_type_ids=None):
         """The discriminator's logit (B, T) that each token was replaced."""
@@ -174,13 +185,16 @@ class Model(nn.Module):
         h = common.ACTIVATIONS[self.cfg.activation](self.rtd.dense(h))  # (B, T, H)
         return self.rtd.out(h).squeeze(-1)  # (B, T)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None, labels=None):
-        """Replaced token detection in one call, so that DDP and torch.compile see the whole step: the generator's
-        MLM logits (B, P, V) at the masked `positions` (B, P); tokens sampled from them in place of the originals
-        `labels` (B, P); the discriminator's logits (B, T) on the result, and its labels (B, T)."""
-        h = self.generator(self.embeddings(input_ids, token_type_ids), common.attention_mask(attention_mask))
-        h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): the masked positions only
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
+                labels=None):
+        """Replaced token detection in one call, so that DDP and torch.compile see the whole step:
+        the generator's MLM logits (B, P, V) at the masked `positions` (B, P); tokens sampled from
+        them in place of the originals `labels` (B, P); the discriminator's logits (B, T) on the
+        result, and its labels (B, T)."""
+        h = self.generator(self.embeddings(input_ids, token_type_ids),
+                           common.attention_mask(attention_mask))
+        h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, Hg): masked only
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # MLM head: dense, GELU,
         h = self.mlm.ln(h)  # then LayerNorm (B, P, E)
         logits = self.head(h)  # (B, P, V): scored against the token embeddings
         fake, replaced = sample_replacements(input_ids, positions, labels, logits)  # (B, T), (B, T)
@@ -188,16 +202,18 @@ class Model(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, base=None, generator=None):
-        """A Hugging Face-format folder and, if given, its generator's (see the checkpoints section)."""
+        """A Hugging Face-format folder and, if given, its generator's (the checkpoints section)."""
         return load_pretrained(path, base, generator)
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
-    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
-    Both encoders multiply at every position; the generator's MLM head at the max_predictions masked slots."""
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4
+    backward), plus 12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    Both encoders multiply at every position; the generator's MLM head at the max_predictions
+    masked slots."""
     P, T = cfg.max_predictions, cfg.seq_len
-    weights = numel(model.generator, model.discriminator, model.rtd) + numel(model.mlm, model.head) * P / T
+    weights = (numel(model.generator, model.discriminator, model.rtd)
+               + numel(model.mlm, model.head) * P / T)
     return 6 * weights + 12 * cfg.layers * (cfg.hidden + cfg.gen_hidden) * T
 
 
@@ -205,31 +221,34 @@ def flops_per_token(model, cfg):
 
 
 def load_data(corpus, tokenizer, out, cfg):
-    """The training examples of each split (make_instances), made once from the token cache and cached beside it,
-    and what masking needs to know about the vocabulary."""
+    """The training examples of each split (make_instances), made once from the token cache and
+    cached beside it, and what masking needs to know about the vocabulary."""
     data = cache_tokens(corpus, tokenizer, Path(out) / "cache")
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
-    made = [Path(__file__).stem, cfg.seq_len, cfg.short_seq_prob]  # what make_instances reads
+    # what make_instances reads
+    key = [Path(__file__).stem, cfg.seq_len, cfg.short_seq_prob]
     for name, split in data.items():
-        instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # the release's seed
-        split.update(cached(split["folder"] / f"{name}.instances", made, instances, "making the training examples"))
+        instances = make_instances(split, cfg, np.random.default_rng(12345), special)  # its seed
+        split.update(cached(split["folder"] / f"{name}.instances", key, instances,
+                            "making the training examples"))
         split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
         split["pad_id"] = special["pad"]
         # padding, start and separator are never masked; the unknown token may be, as in the release
         split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
+        # the random replacements
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])
         if not len(split["input_ids"]):
             raise UserError("the corpus is too small: a split made no training examples")
     return data
 
 
 def make_instances(split, cfg, rng, special):
-    """[CLS] A [SEP] B [SEP], as the release's build_pretraining_dataset: a document's sentences gathered up to a
-    target length (5% of the time a random shorter one), then cut in two at a sentence near the middle, or 10% of
-    the time kept as one segment [CLS] A [SEP]. An example never crosses a document; there is no next sentence
-    prediction (release).
-    A sentence may join A after an earlier one went to B (the release's rule below), so the rows themselves are
-    stored, `input_ids` and `token_type_ids` (N, T), written as they are made."""
+    """[CLS] A [SEP] B [SEP], as the release's build_pretraining_dataset: a document's sentences
+    gathered up to a target length (5% of the time a random shorter one), then cut in two at a
+    sentence near the middle, or 10% of the time kept as one segment [CLS] A [SEP]. An example
+    never crosses a document; there is no next sentence prediction (release).
+    A sentence may join A after an earlier one went to B (the release's rule below), so the rows
+    themselves are stored, `input_ids` and `token_type_ids` (N, T), written as they are made."""
     tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
     T = cfg.seq_len
 
@@ -237,22 +256,25 @@ def make_instances(split, cfg, rng, special):
         return rng.integers(5, T + 1) if rng.random() < cfg.short_seq_prob else T
 
     target = new_target()
-    blocks = ((block, block) for block in range(0, len(docs), 4096))
-    for block in progress(blocks, "making instances", len(docs), "documents", 1):
+    for block in in_blocks(len(docs), "making instances"):
         bounds, rows, row_types = docs[block:block + 4096].tolist(), [], []
         base = bounds[0][0]
-        offsets = sents[base:bounds[-1][1]].tolist()  # (start, end) of the block's sentences
+        offsets = sents[base:bounds[-1][1]].tolist()  # offsets[i - base]: sentence i's (start, end)
         for first, last in bounds:
             chunk, length = first, 0  # the chunk: sentences chunk..k
             for k in range(first, last):
                 length += offsets[k - base][1] - offsets[k - base][0]
                 if length < target and k < last - 1:
                     continue
-                half = 10**9 if rng.random() < 0.1 else (target - 3) // 2  # one segment, as classification inputs
+                one_segment = rng.random() < 0.1  # [CLS] A [SEP] alone, as classification inputs
+                half = (target - 3) // 2
                 a, b, n_a, n_b = [], [], 0, 0  # each segment's sentences (token ranges) and length
                 for start, end in offsets[chunk - base:k + 1 - base]:
-                    # A while it is short of half (a coin decides at the crossing), then B, as the release
-                    if not n_a or n_a + end - start < half or (not n_b and n_a < half and rng.random() < 0.5):
+                    # A while it is short of half (a coin decides at the crossing), then B, as the
+                    # release
+                    fits = n_a + end - start < half  # A, with this sentence, is still short of half
+                    crossing = not n_b and n_a < half  # this sentence crosses half: a coin decides
+                    if one_segment or not n_a or fits or (crossing and rng.random() < 0.5):
                         a.append(tokens[start:end])
                         n_a += end - start
                     else:
@@ -260,10 +282,12 @@ def make_instances(split, cfg, rng, special):
                         n_b += end - start
                 a = np.concatenate(a)[:T - 2]
                 b = np.concatenate(b or [a[:0]])[:max(0, T - len(a) - 3)]
-                ids, types = np.full(T, special["pad"], tokens.dtype), np.zeros(T, np.int8)  # the row, padded
+                # the row, padded
+                ids, types = np.full(T, special["pad"], tokens.dtype), np.zeros(T, np.int8)
                 ids[0], ids[1:len(a) + 1], ids[len(a) + 1] = special["cls"], a, special["sep"]
                 if len(b):  # segment B and its separator, when there is a B
-                    ids[len(a) + 2:len(a) + len(b) + 2], ids[len(a) + len(b) + 2] = b, special["sep"]
+                    ids[len(a) + 2:len(a) + len(b) + 2] = b
+                    ids[len(a) + len(b) + 2] = special["sep"]
                     types[len(a) + 2:len(a) + len(b) + 3] = 1
                 rows.append(ids)
                 row_types.append(types)
@@ -272,22 +296,29 @@ def make_instances(split, cfg, rng, special):
                "token_type_ids": np.array(row_types, np.int8).reshape(-1, T)}
 
 
+# uniform()'s streams (a keyed hash, in the shared plumbing): the same seed, key and stream give the
+# same numbers in any process, so a mask is a function of its key alone
+CHOOSE, FATE, UNIFORM_FAKE = 0, 1, 5  # which tokens; what becomes of each; evaluation's easy fakes
+
+
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose mask_prob of each row's tokens (never the start, separator or padding; at most max_predictions); of those
-    85% become the mask token and 15% stay, with no random tokens: the generator supplies those (release). Random
-    numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P),
-    padded with label -100. The release draws positions with replacement, so a few repeat; ours are distinct."""
+    """Choose mask_prob of each row's tokens (never the start, separator or padding; at most
+    max_predictions); of those 85% become the mask token and 15% stay, with no random tokens: the
+    generator supplies those (release). Random numbers are keyed by `keys`. Returns the new ids (B,
+    T), and the chosen positions and their labels (B, P), padded with label -100. The release draws
+    positions with replacement, so a few repeat; ours are distinct."""
     B, T = input_ids.shape
     P = cfg.max_predictions
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    real = (input_ids != split["pad_id"]).sum(1)  # [CLS] and [SEP] count towards mask_prob, as the release sizes it
-    n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob))).astype(np.int64)
+    real = (input_ids != split["pad_id"]).sum(1)  # [CLS], [SEP] count towards mask_prob (release)
+    n = np.minimum(np.minimum(P, candidate.sum(1)), np.maximum(1, np.rint(real * cfg.mask_prob)))
+    n = n.astype(np.int64)  # (B,)
     # a random order of each row's candidates (the others sort last), the first P of it
-    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # (B, P)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, CHOOSE), 2.0), axis=1)[:, :P]
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
     labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)  # (B, P)
-    replaced = np.where(uniform(seed, keys, P, 1) < 0.85, split["mask_id"], labels)
+    replaced = np.where(uniform(seed, keys, P, FATE) < 0.85, split["mask_id"], labels)
     ids = input_ids.copy()
     rows = np.broadcast_to(np.arange(B)[:, None], (B, P))  # each slot's row
     ids[rows[chosen], positions[chosen]] = replaced[chosen]
@@ -301,50 +332,62 @@ def epoch_order(n, seed, epoch):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n.
-    Its mask is keyed by the example, not the instance: every time an instance is fed it gets a fresh mask (the
-    release masks inside the training graph)."""
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the example,
+    not the instance: every time an instance is fed it gets a fresh mask (the release masks inside
+    the training graph)."""
     n = len(data["input_ids"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = data["input_ids"][instances].astype(np.int64)  # (B, T)
-    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic
-    uniform_tokens = data["normal"][(uniform(seed, ids, positions.shape[1], 5) * len(data["normal"])).astype(np.int64)]
+    keys = ids  # the mask is a function of the example: a fresh one every epoch (DYNAMIC, release)
+    masked, positions, labels = mask_tokens(input_ids, keys, seed, data, cfg)
+    # the easy fakes evaluation scores beside the generator's: uniformly random tokens
+    pick = uniform(seed, ids, positions.shape[1], UNIFORM_FAKE) * len(data["normal"])
+    uniform_tokens = data["normal"][pick.astype(np.int64)]
     return {"input_ids": torch.from_numpy(masked),
             "token_type_ids": torch.from_numpy(data["token_type_ids"][instances].astype(np.int64)),
             "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels),
-            # for evaluation only: the tokens a mask may choose, and uniformly random replacements of the masked ones
+            # evaluation only: the tokens a mask may choose, uniformly random replacements of them
             "content": torch.from_numpy(~np.isin(input_ids, data["never_masked"])),
             "uniform_tokens": torch.from_numpy(uniform_tokens)}
 
 
 def sample_replacements(input_ids, positions, labels, logits):
-    """Put the generator's samples in place of the chosen tokens (Gumbel-max: argmax of logits + Gumbel noise is a
-    sample of softmax(logits), temperature 1). Returns the corrupted ids (B, T) and the discriminator's labels
-    (B, T): 1 only where the sample differs from the original, so a correct guess counts as original (§2)."""
-    with torch.no_grad():  # the samples are data for the discriminator: no gradient flows back through them (§2)
+    """Put the generator's samples in place of the chosen tokens (Gumbel-max: argmax of logits +
+    Gumbel noise is a sample of softmax(logits), temperature 1). Returns the corrupted ids (B, T)
+    and the discriminator's labels (B, T): 1 only where the sample differs from the original, so a
+    correct guess counts as original (§2)."""
+    # the samples are data for the discriminator: no gradient flows back through them (§2)
+    with torch.no_grad():
         u = torch.rand(logits.shape, device=logits.device)
-        return replace_tokens(input_ids, positions, labels, (logits.float() - torch.log(-torch.log(u))).argmax(-1))
+        gumbel = -torch.log(-torch.log(u))  # Gumbel(0, 1) noise
+        samples = (logits.float() + gumbel).argmax(-1)  # (B, P): a draw from softmax(logits) each
+        return replace_tokens(input_ids, positions, labels, samples)
 
 
 def replace_tokens(input_ids, positions, labels, tokens):
-    """`tokens` (B, P) in place of the masked ones: the corrupted ids (B, T) and the labels (B, T), 1 = replaced."""
-    chosen = labels != -100
-    kept = input_ids.gather(1, positions)  # (B, P): what the unused slots (at [CLS]) put back
+    """`tokens` (B, P) in place of the masked ones: ids (B, T) and labels (B, T), 1 = replaced."""
+    chosen = labels != -100  # (B, P); an unused slot points at position 0, [CLS]
+    kept = input_ids.gather(1, positions)  # (B, P): the tokens there, which unused slots write back
     fake = input_ids.scatter(1, positions, torch.where(chosen, tokens, kept))  # (B, T)
-    replaced = torch.zeros_like(fake, dtype=torch.bool).scatter(1, positions, chosen & (tokens != labels))  # (B, T)
+    replaced = torch.zeros_like(fake, dtype=torch.bool)  # (B, T)
+    replaced = replaced.scatter(1, positions, chosen & (tokens != labels))
     return fake, replaced
 
 
 def compute_loss(model, batch, cfg):
-    """Generator MLM cross-entropy over the masked positions + λ x the discriminator's sigmoid cross-entropy over
-    every real token (§2). Returns the loss and metrics."""
+    """Generator MLM cross-entropy over the masked positions + λ x the discriminator's sigmoid
+    cross-entropy over every real token (§2). Returns the loss and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
-    mlm_logits, rtd_logits, replaced = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-                                             batch["mlm_positions"], labels)  # (B, P, V), (B, T), (B, T)
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
+    # (B, P, V), (B, T), (B, T)
+    mlm_logits, rtd_logits, replaced = model(batch["input_ids"], batch["attention_mask"],
+                                             batch["token_type_ids"], batch["mlm_positions"],
+                                             labels)
+    # (B·P, V) against (B·P,); -100 is ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())
     real = batch["attention_mask"].bool()  # [CLS] and [SEP] count, padding does not
-    per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(), reduction="none")
+    per_token = F.binary_cross_entropy_with_logits(rtd_logits.float(), replaced.float(),
+                                                   reduction="none")
     rtd_loss = (per_token * real).sum() / real.sum()
     guess, chosen, share = (rtd_logits > 0) & real, labels != -100, replaced.sum() / real.sum()
     metrics = {"mlm_loss": mlm_loss, "rtd_loss": rtd_loss,
@@ -354,29 +397,34 @@ def compute_loss(model, batch, cfg):
                "recall": (guess & replaced).sum() / replaced.sum().clamp(min=1),
                "replaced": share,  # 1 - this is the accuracy of always answering "original"
                "const_loss": binary_entropy(share),  # the loss of the best constant guess
-               "auc": roc_auc(rtd_logits, replaced, batch["content"])}  # [CLS], [SEP] are never replaced: left out
-    if not model.training:  # evaluation: the same positions filled with uniformly random tokens, easier to spot
-        fake, easy = replace_tokens(batch["input_ids"], batch["mlm_positions"], labels, batch["uniform_tokens"])
-        metrics["auc_uniform"] = roc_auc(model.detect(fake, batch["attention_mask"], batch["token_type_ids"]), easy,
-                                         batch["content"])
+               "auc": roc_auc(rtd_logits, replaced, batch["content"])}  # never [CLS], [SEP]
+    if not model.training:  # evaluation: the same positions filled with uniformly random tokens
+        fake, easy = replace_tokens(batch["input_ids"], batch["mlm_positions"], labels,
+                                    batch["uniform_tokens"])
+        logits = model.detect(fake, batch["attention_mask"], batch["token_type_ids"])
+        metrics["auc_uniform"] = roc_auc(logits, easy, batch["content"])
     return mlm_loss + cfg.disc_weight * rtd_loss, metrics
 
 
 def binary_entropy(p):
-    """The sigmoid cross-entropy of always answering p: the best a discriminator that ignores its input can do."""
+    """Sigmoid cross-entropy of always answering p: the best a discriminator blind to input does."""
     p = p.clamp(1e-6, 1 - 1e-6)
     return -(p * p.log() + (1 - p) * (1 - p).log())
 
 
 def roc_auc(scores, positive, where):
-    """Area under the ROC curve of `scores` (B, T) for telling `positive` from the other tokens `where` is set: the
-    chance that a random replaced token scores above a random original one (0.5 = guessing). Threshold-free, unlike
-    accuracy against a constant that is right 85% of the time. Without a host sync: tokens left out rank lowest."""
+    """Area under the ROC curve of `scores` (B, T) for telling `positive` from the other tokens
+    `where` is set: the chance that a random replaced token scores above a random original one
+    (0.5 = guessing). Threshold-free, unlike accuracy against a constant that is right 85% of the
+    time. Without a host sync: tokens left out rank lowest."""
     s = torch.where(where, scores.float(), float("-inf")).flatten()  # (B·T,)
     ranks = s.argsort().argsort() + 1 - (~where).sum()  # 1..n among the tokens kept
     pos = (positive & where).flatten()  # (B·T,)
     n_pos = pos.sum()
-    return ((ranks * pos).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (where.sum() - n_pos)).clamp(min=1)
+    # Mann-Whitney U: the positives' rank sum less its least possible value counts the (positive,
+    # negative) pairs in the right order; AUC is the share of all such pairs
+    u = (ranks * pos).sum() - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * (where.sum() - n_pos)).clamp(min=1)
 
 
 def configure_optimizer(model, cfg, device):
@@ -385,8 +433,10 @@ def configure_optimizer(model, cfg, device):
     # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size on 2 cores)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type != "mps")
+    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size
+    # on 2 cores)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
+                             fused=device.type != "mps")
 
 
 # --- tokenizer ---
@@ -397,9 +447,10 @@ SPECIALS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mas
 
 
 def _configure(tok):
+    """The uncased WordPiece of BERT §3: text normalised, split into words, joined back."""
     from tokenizers import decoders, normalizers, pre_tokenizers
 
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercased, accents stripped
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # uncased: lowercase, no accents
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     return tok
@@ -411,10 +462,10 @@ def train_tokenizer(docs, cfg):
 
     from tokenizers import Tokenizer, models, trainers
 
-    # The trainer numbers each "##" + letter as it meets it in a hash map, whose order changes from
-    # run to run, and breaks ties between equally frequent merges by those numbers. A first pass (no
-    # merges) lists them; the second takes them in sorted order, so that a corpus always gives the
-    # same vocabulary.
+    # Ours, for reproducible runs: the trainer numbers each "##" + letter as it meets it in a hash
+    # map, whose order changes from run to run, and breaks ties between equally frequent merges by
+    # those numbers. A first pass (no merges) lists them; the second takes them in sorted order, so
+    # that a corpus always gives the same vocabulary.
     sentences, pieces = [s for doc in docs for s in doc], []
     for size in (0, cfg.vocab_size):
         tok = _configure(Tokenizer(models.WordPiece(unk_token="[UNK]")))
@@ -436,10 +487,12 @@ def load_tokenizer(folder):
         try:
             return Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}"
+                            .splitlines()[0]) from None
     if (folder / "vocab.txt").exists():
-        tok = _configure(Tokenizer(models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")))
-        tok.add_special_tokens(list(SPECIALS.values()))  # so that a mask token in a text is one token
+        wordpiece = models.WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]")
+        tok = _configure(Tokenizer(wordpiece))
+        tok.add_special_tokens(list(SPECIALS.values()))  # a mask token in a text is one token
         return tok
     return None
 
@@ -451,7 +504,7 @@ def load_tokenizer(folder):
 class Recipe:
     """How finetune.py fine-tunes the discriminator on a task: Table 7 (Appendix B), base size."""
     lr: float = 1e-4  # 3e-4 small, 1e-4 base, 5e-5 large, Table 7
-    layer_decay: float = 0.8  # each layer down from the top learns 0.8 times as fast (0.9 large), Table 7
+    layer_decay: float = 0.8  # each layer down learns 0.8 times as fast (0.9 large), Table 7
     batch_size: int = 32  # Table 7
     epochs: int = 3  # 10 for RTE and STS-B, Table 7
     warmup: float = 0.1  # a fraction of the steps, then linear decay, Table 7
@@ -471,11 +524,13 @@ RECIPES = {
 
 
 def encode_inputs(tokenizer, first, second=None, max_len=128):
-    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments 0 ... 0 1 ... 1 (BERT's
-    format, as the release), or [CLS] A [SEP] for one text; the longer text is cut first to fit max_len."""
+    """Token ids and segment ids of each example: [CLS] A [SEP] B [SEP] with segments
+    0 ... 0 1 ... 1 (BERT's format, as the release), or [CLS] A [SEP] for one text; the longer
+    text is cut first to fit max_len."""
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
-    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    seconds = ([e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second
+               else None)
     out = []
     for a, b in zip(firsts, seconds or [None] * len(firsts)):
         while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
@@ -486,8 +541,9 @@ def encode_inputs(tokenizer, first, second=None, max_len=128):
 
 
 class Classifier(nn.Module):
-    """ElectraForSequenceClassification on the discriminator: the state of [CLS] through dropout, a dense layer with
-    GELU, dropout and a linear layer to the labels (the release's classification head; ELECTRA keeps no pooler)."""
+    """ElectraForSequenceClassification on the discriminator: the state of [CLS] through dropout, a
+    dense layer with GELU, dropout and a linear layer to the labels (the release's classification
+    head; ELECTRA keeps no pooler)."""
 
     def __init__(self, model, num_labels, recipe):
         super().__init__()
@@ -513,10 +569,10 @@ def finetune_loss(clf, batch, recipe):
 
 
 def finetune_groups(clf, recipe):
-    """Layer-wise learning-rate decay (Table 7), as the release's optimization.py: the task head at the full rate, the
-    discriminator's layer i at lr · decay^(L + 1 − i), its embeddings at lr · decay^(L + 2). The release counts a
-    pooler ELECTRA no longer has, so its top layer learns at decay², not decay.
-    Weight decay on matrices and embeddings, as elsewhere."""
+    """Layer-wise learning-rate decay (Table 7), as the release's optimization.py: the task head at
+    the full rate, the discriminator's layer i at lr · decay^(L + 1 − i), its embeddings at lr ·
+    decay^(L + 2). The release counts a pooler ELECTRA no longer has, so its top layer learns at
+    decay², not decay. Weight decay on matrices and embeddings, as elsewhere."""
     L = clf.model.cfg.layers
 
     def depth(name):
@@ -530,7 +586,8 @@ def finetune_groups(clf, recipe):
         if p.requires_grad:
             rate = recipe.lr * recipe.layer_decay ** (L + 2 - depth(name))
             groups.setdefault((rate, recipe.weight_decay if p.dim() >= 2 else 0.0), []).append(p)
-    return [{"params": params, "lr": rate, "weight_decay": decay} for (rate, decay), params in groups.items()]
+    return [{"params": params, "lr": rate, "weight_decay": decay}
+            for (rate, decay), params in groups.items()]
 
 
 # --- demo ---
@@ -542,11 +599,13 @@ def demo_arguments(p):
 
 
 def demo(model, args):
-    """After --train: the detection report. Then each token of --detect with the discriminator's probability that
-    it was replaced (after training: a fixed sentence with one word swapped)."""
+    """After --train: the detection report. Then each token of --detect with the discriminator's
+    probability that it was replaced (after training: a fixed sentence with one word swapped)."""
     if args.train:
         report(Path(args.out) / "metrics.jsonl")
-    text = args.demo if args.demo is not None else "return the value of the list , or none if the if is empty ."
+    text = args.demo
+    if text is None:
+        text = "return the value of the list , or none if the if is empty ."
     tok, device = model.tokenizer, next(model.parameters()).device
     special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
     ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
@@ -560,20 +619,25 @@ def demo(model, args):
 
 
 def report(metrics_path):
-    """The last evaluation's replaced token detection, side by side: plausible (generator) and easy (uniform) fakes."""
-    v = [r for r in map(json.loads, Path(metrics_path).read_text().splitlines()) if "val_auc" in r][-1]
-    print(f"discriminator at step {v['step']}, validation (means over batches):   generator samples   uniform random\n"
+    """The last evaluation's detection of plausible (generator) and easy (uniform) fakes."""
+    rows = map(json.loads, Path(metrics_path).read_text().splitlines())
+    v = [r for r in rows if "val_auc" in r][-1]
+    print(f"discriminator at step {v['step']}, validation (means over batches):"
+          f"   generator samples   uniform random\n"
           f"  ROC AUC, content tokens                                {v['val_auc']:>10.3f}"
           f"   {v['val_auc_uniform']:>14.3f}\n"
-          f"  loss (the best constant guess)                 {v['val_rtd_loss']:>10.3f} ({v['val_const_loss']:.3f})\n"
-          f"  accuracy (answering 'original' everywhere)     {v['val_rtd_acc']:>10.2%} ({1 - v['val_replaced']:.2%})\n"
-          f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f}, {v['val_recall']:.2f}")
+          f"  loss (the best constant guess)                 {v['val_rtd_loss']:>10.3f}"
+          f" ({v['val_const_loss']:.3f})\n"
+          f"  accuracy (answering 'original' everywhere)     {v['val_rtd_acc']:>10.2%}"
+          f" ({1 - v['val_replaced']:.2%})\n"
+          f"  precision, recall of 'replaced'                {v['val_precision']:>10.2f},"
+          f" {v['val_recall']:.2f}")
 
 
 # --- checkpoints: the Hugging Face layout ---
 
-# ElectraForPreTraining's and ElectraForMaskedLM's names -> ours, replaced in this order; TOWER is the generator or
-# the discriminator
+# ElectraForPreTraining's and ElectraForMaskedLM's names -> ours, replaced in this order; TOWER is
+# the generator or the discriminator
 HF_NAMES = [
     ("embeddings.word_embeddings", "embeddings.tokens"),
     ("embeddings.position_embeddings", "embeddings.positions"),
@@ -602,36 +666,44 @@ def tower_names(tower):
 
 
 def load_pretrained(path, base=None, generator=None):
-    """An `electra` discriminator folder in the Hugging Face layout (ElectraForPreTraining or ElectraModel; with or
-    without the `electra.` prefix) and, if given, its generator's folder (ElectraForMaskedLM), whose embeddings
-    are the shared ones. Parts the files lack are initialised and listed: without a generator, all of it."""
+    """An `electra` discriminator folder in the Hugging Face layout (ElectraForPreTraining or
+    ElectraModel; with or without the `electra.` prefix) and, if given, its generator's folder
+    (ElectraForMaskedLM), whose embeddings are the shared ones. Parts the files lack are initialised
+    and listed: without a generator, all of it."""
     hf, sd = read_pretrained(path, "electra")
     hidden = hf["hidden_size"]  # the preset of this width supplies what the file does not say
     base = base or next((c for c in PRESETS.values() if c.hidden == hidden), PRESETS["base"])
-    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
-                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
-                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"],
+                              max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab),
+                              layers=hf["num_hidden_layers"], hidden=hf["hidden_size"],
+                              heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation),
+                              eps=hf.get("layer_norm_eps", base.eps),
                               dropout=hf.get("hidden_dropout_prob", base.dropout),
                               embed=hf.get("embedding_size", hidden))
     if cfg.activation not in common.ACTIVATIONS:
         raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
     sd = {k.removeprefix("electra."): v for k, v in sd.items()}
-    skip = ("generator_lm_head.weight", "embeddings.position_ids", "embeddings.token_type_ids")  # tied; buffers
+    skip = ("generator_lm_head.weight",  # tied
+            "embeddings.position_ids", "embeddings.token_type_ids")  # buffers
     ours = rename(sd, tower_names("discriminator"), skip)
     if generator is not None:
         gen_hf, gen_sd = read_pretrained(generator, "electra")
         g = gen_hf["hidden_size"]
         cfg = dataclasses.replace(cfg, gen_size=g / hidden)
-        same = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings", "type_vocab_size")
-        sized = (gen_hf["num_attention_heads"], gen_hf["intermediate_size"]) == (max(1, g // 64), 4 * g)
+        same = ("vocab_size", "embedding_size", "num_hidden_layers", "max_position_embeddings",
+                "type_vocab_size")
+        sized = ((gen_hf["num_attention_heads"], gen_hf["intermediate_size"])
+                 == (max(1, g // 64), 4 * g))
         if any(gen_hf.get(k) != hf.get(k) for k in same) or not sized:
             raise UserError(f"--from-pretrained {generator}: not a generator of {path}'s shape")
-        gen = rename({k.removeprefix("electra."): v for k, v in gen_sd.items()}, tower_names("generator"), skip)
+        gen = rename({k.removeprefix("electra."): v for k, v in gen_sd.items()},
+                     tower_names("generator"), skip)
         shared = {k: gen.pop(k) for k in list(gen) if k.startswith("embeddings.")}
         if any(k in ours and not torch.equal(v, ours[k]) for k, v in shared.items()):
-            print(f"warning: {generator}'s embeddings differ from {path}'s; the discriminator's are used for both",
-                  file=sys.stderr)
+            print(f"warning: {generator}'s embeddings differ from {path}'s; the discriminator's "
+                  f"are used for both", file=sys.stderr)
         ours.update({k: v for k, v in gen.items() if k.startswith(("generator.", "mlm.", "head."))})
     model = Model(cfg)
     load_weights(model, ours, path, optional=("generator.", "mlm.", "head.bias", "rtd."))
@@ -644,41 +716,48 @@ HF_HEAD = [("classifier.dense", "dense"), ("classifier.out_proj", "out")]
 
 
 def hf_config(cfg, architecture, tower="discriminator"):
-    """The config.json of a Hugging Face ELECTRA discriminator of this shape, or of its generator."""
+    """The config.json of a Hugging Face ELECTRA discriminator of this shape, or its generator's."""
     g = cfg.gen_hidden
-    size = ((cfg.hidden, cfg.heads, cfg.ffn) if tower == "discriminator" else (g, max(1, g // 64), 4 * g))
+    size = ((cfg.hidden, cfg.heads, cfg.ffn) if tower == "discriminator"
+            else (g, max(1, g // 64), 4 * g))
     return {"architectures": [architecture], "model_type": "electra", "vocab_size": cfg.vocab_size,
             "embedding_size": cfg.embed, "hidden_size": size[0], "num_hidden_layers": cfg.layers,
-            "num_attention_heads": size[1], "intermediate_size": size[2], "hidden_act": cfg.activation,
-            "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
-            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps,
+            "num_attention_heads": size[1], "intermediate_size": size[2],
+            "hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
+            "attention_probs_dropout_prob": cfg.dropout, "max_position_embeddings": cfg.max_len,
+            "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps,
             "initializer_range": cfg.init_std, "pad_token_id": 0}
 
 
 def hf_tokenizer(model):
-    """The export's tokenizer: a copy of the model's that adds [CLS] A [SEP] B [SEP] and segments 0 ... 0 1 ... 1
-    as encode_inputs does, so that transformers' tokenizers and pipelines encode as we do; and the entries of its
-    tokenizer_config.json."""
+    """The export's tokenizer: a copy of the model's that adds [CLS] A [SEP] B [SEP] (segments
+    0 ... 0 1 ... 1) as encode_inputs does, so that transformers' tokenizers and pipelines encode
+    as we do; and the entries of its tokenizer_config.json."""
     from tokenizers import Tokenizer, processors
 
     tok, cls, sep = Tokenizer.from_str(model.tokenizer.to_str()), SPECIALS["cls"], SPECIALS["sep"]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
         special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
-    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()}, "model_max_length": model.cfg.max_len,
+    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()},
+                 "model_max_length": model.cfg.max_len,
                  "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]}
 
 
 def export(model, folder):
-    """The discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining folder in
-    `folder`/discriminator, and the generator as an ElectraForMaskedLM in `folder`/generator."""
+    """The discriminator, the model ELECTRA keeps (§2), as a Hugging Face ElectraForPreTraining
+    folder in `folder`/discriminator, and the generator as an ElectraForMaskedLM in
+    `folder`/generator."""
     tokenizer = hf_tokenizer(model)
     for tower, architecture, heads in (("discriminator", "ElectraForPreTraining", ("rtd.",)),
                                        ("generator", "ElectraForMaskedLM", ("mlm.", "head.bias"))):
-        kept = {k: v for k, v in model.state_dict().items() if k.startswith(("embeddings.", f"{tower}.", *heads))}
+        kept = {k: v for k, v in model.state_dict().items()
+                if k.startswith(("embeddings.", f"{tower}.", *heads))}
         sd = unrename(kept, tower_names(tower))
-        sd = {k if k.startswith(("discriminator_", "generator_")) else "electra." + k: v for k, v in sd.items()}
-        write_pretrained(Path(folder) / tower, sd, hf_config(model.cfg, architecture, tower), *tokenizer)
+        sd = {k if k.startswith(("discriminator_", "generator_")) else "electra." + k: v
+              for k, v in sd.items()}
+        write_pretrained(Path(folder) / tower, sd, hf_config(model.cfg, architecture, tower),
+                         *tokenizer)
 
 
 def export_classifier(clf, folder, labels, regression):
@@ -686,8 +765,10 @@ def export_classifier(clf, folder, labels, regression):
     encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
                if k.startswith(("model.embeddings.", "model.discriminator."))}
     sd = {"electra." + k: v for k, v in unrename(encoder, tower_names("discriminator")).items()}
-    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
-    config = {**hf_config(clf.model.cfg, "ElectraForSequenceClassification"), **label_config(labels, regression)}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")},
+                       HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "ElectraForSequenceClassification"),
+              **label_config(labels, regression)}
     write_pretrained(folder, sd, config, *hf_tokenizer(clf.model))
 
 
@@ -830,6 +911,12 @@ def progress(items, phase, total=None, unit="MB", scale=1e6):
         yield item
     if last > start:
         print(f"{phase}: done in {time.time() - start:.0f}s")
+
+
+def in_blocks(n, phase, passes=1, size=4096):
+    """The first index of each block of `size` of n documents, `passes` times over, with progress."""
+    starts = ((block, p * n + block) for p in range(passes) for block in range(0, n, size))
+    return progress(starts, phase, passes * n, "documents", 1)
 
 
 VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB

@@ -32,15 +32,15 @@ class Config:
     hidden: int = 768
     heads: int = 12
     ffn: int = 3072
-    activation: str = "gelu_new"  # §4.1 "Gaussian Error Linear Unit"; the release uses the tanh form
+    activation: str = "gelu_new"  # §4.1 "Gaussian Error Linear Unit", the release's tanh form
     eps: float = 1e-5
-    dropout: float = 0.1  # residual, embedding and attention dropout, §4.1 (embedding: docs/gpt-and-bert.md)
+    dropout: float = 0.1  # residual, embedding, attention, §4.1 (embedding: docs/gpt-and-bert.md)
     init_std: float = 0.02  # N(0, 0.02), §4.1
     # training
     seq_len: int = 512  # contiguous windows of 512 tokens, §4.1
     batch_size: int = 64  # sequences per micro-batch per process; the paper's batch is 64, §4.1
     grad_accum: int = 1
-    steps: int = 100_000  # ours: the paper trains 100 epochs of BooksCorpus (§4.1), not a number of steps
+    steps: int = 100_000  # ours: the paper trains 100 epochs of BooksCorpus (§4.1), not steps
     lr: float = 2.5e-4  # §4.1
     warmup: int = 2000  # linear warmup over 2000 updates, §4.1
     schedule: str = "cosine"  # annealed to 0 with a cosine schedule, §4.1
@@ -55,12 +55,12 @@ class Config:
 
 PRESETS = {
     # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run
-    "tiny": Config(vocab_size=4096, max_len=128, layers=2, hidden=128, heads=4, ffn=512, dropout=0.0, seq_len=128,
-                   batch_size=32, steps=1000, lr=5e-4, warmup=30, log_interval=50, eval_interval=250,
-                   eval_examples=320),
+    "tiny": Config(vocab_size=4096, max_len=128, layers=2, hidden=128, heads=4, ffn=512,
+                   dropout=0.0, seq_len=128, batch_size=32, steps=1000, lr=5e-4, warmup=30,
+                   log_interval=50, eval_interval=250, eval_examples=320),
     # ours: a single-GPU size between tiny and the paper
-    "small": Config(layers=6, hidden=512, heads=8, ffn=2048, batch_size=32, steps=5000, lr=6e-4, warmup=500,
-                    log_interval=50, eval_interval=500),
+    "small": Config(layers=6, hidden=512, heads=8, ffn=2048, batch_size=32, steps=5000, lr=6e-4,
+                    warmup=500, log_interval=50, eval_interval=500),
     "base": Config(),  # the paper: 116,534,784 parameters
 }
 
@@ -80,15 +80,17 @@ class Embeddings(nn.Module):
     def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, H)
         T = input_ids.shape[1]
         x = self.tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device))
-        if token_type_ids is not None:  # fine-tuning delimiters are embedded with the token table, §3.3
+        if token_type_ids is not None:  # fine-tuning delimiters: embedded by the token table, §3.3
             x = x + self.tokens(token_type_ids)
-        return self.drop(x)  # summed, no LayerNorm; the release drops entries of the matrices instead (docs/gpt-and-bert.md)
+        # summed, no LayerNorm; the release drops matrix entries instead (docs/gpt-and-bert.md)
+        return self.drop(x)
 
 
 class LMLoss(torch.autograd.Function):
-    """The mean next-token cross-entropy of (N, V) logits, F.cross_entropy(logits.float(), targets, ignore_index=-100),
-    with its gradient, in one pass 256 rows at a time: a decoder predicts at every position, and the plain loss's whole
-    (N, V) softmax in fp32, written and read several times, is most of a small model's step on a CPU."""
+    """The mean next-token cross-entropy of (N, V) logits, F.cross_entropy(logits.float(), targets,
+    ignore_index=-100), with its gradient, in one pass 256 rows at a time: a decoder predicts at
+    every position, and the plain loss's whole (N, V) softmax in fp32, written and read several
+    times, is most of a small model's step on a CPU."""
 
     @staticmethod
     def forward(ctx, logits, targets, rows=256):
@@ -98,8 +100,10 @@ class LMLoss(torch.autograd.Function):
         for i in range(0, len(logits), rows):
             x = logits[i:i + rows].to(torch.float32, copy=True)  # (rows, V), then exp(x - top)
             sums = x.sub_(top := x.amax(-1, keepdim=True)).exp_().sum(-1, keepdim=True)
-            lse[i:i + rows], grad[i:i + rows] = (top + sums.log())[:, 0], x.div_(sums)  # log of the sum; softmax
-        grad[torch.arange(len(targets)), targets] -= 1  # d loss / d logits = (softmax - one-hot) / count, kept rows
+            # the log of the sum; the softmax
+            lse[i:i + rows], grad[i:i + rows] = (top + sums.log())[:, 0], x.div_(sums)
+        # d loss / d logits = (softmax - one-hot) / count, on the kept rows
+        grad[torch.arange(len(targets)), targets] -= 1
         ctx.save_for_backward(grad, keep / count)
         return ((lse - logits.gather(1, targets[:, None])[:, 0].float()) * keep).sum() / count
 
@@ -110,14 +114,15 @@ class LMLoss(torch.autograd.Function):
 
 
 class Model(nn.Module):
-    """The left-to-right Transformer decoder and its language-model head, tied to the token embeddings (§3.1)."""
+    """The left-to-right Transformer decoder and its LM head, tied to the token embeddings, §3.1."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.blocks = nn.ModuleList(
-            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
+            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout,
+                         cfg.dropout)
             for _ in range(cfg.layers))
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy
@@ -131,7 +136,7 @@ class Model(nn.Module):
             nn.init.zeros_(m.bias)
 
     def num_params(self):
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared or tied tensor once
+        return sum(p.numel() for p in self.parameters())  # a shared or tied tensor counts once
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
         mask = common.attention_mask(attention_mask, causal=True)
@@ -141,7 +146,8 @@ class Model(nn.Module):
         return x
 
     def forward(self, input_ids, targets=None, attention_mask=None):
-        logits = self.head(self.encode(input_ids, attention_mask))  # (B, T, V): position t predicts token t + 1
+        # (B, T, V): position t predicts token t + 1
+        logits = self.head(self.encode(input_ids, attention_mask))
         if targets is None:
             return logits, None
         loss = LMLoss.apply(logits.flatten(0, 1), targets.flatten())  # (B·T, V), (B·T,)
@@ -149,9 +155,9 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids, max_new_tokens, temperature=1.0, top_k=None, generator=None):
-        """Continue (1, T) ids by sampling; top-k keeps the k likeliest tokens, temperature sharpens or flattens."""
+        """Continue (1, T) ids by sampling from the k likeliest tokens, sharpened by temperature."""
         for _ in range(max_new_tokens):  # no key/value cache: simple, and fast enough for a demo
-            logits, _ = self(input_ids[:, -self.cfg.max_len:])  # the context is at most max_len positions
+            logits, _ = self(input_ids[:, -self.cfg.max_len:])  # a context of at most max_len
             logits = logits[:, -1].float() / max(temperature, 1e-6)  # (1, V)
             if top_k:
                 kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
@@ -162,15 +168,16 @@ class Model(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        """A Hugging Face-format folder (the checkpoints section); training settings from `base`."""
         return load_pretrained(path, base)
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
-    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4
+    backward), plus 12·L·H·T for attention. Embedding tables are looked up, not multiplied.
     The decoder (the token embeddings, tied) multiplies at every position."""
-    return 6 * (numel(model.blocks) + model.head.weight.numel()) + 12 * cfg.layers * cfg.hidden * cfg.seq_len
+    return (6 * (numel(model.blocks) + model.head.weight.numel())
+            + 12 * cfg.layers * cfg.hidden * cfg.seq_len)
 
 
 # --- objective ---
@@ -178,7 +185,8 @@ def flops_per_token(model, cfg):
 
 def load_data(corpus, tokenizer, out, cfg):
     """GPT-1 reads a plain token stream in which documents end with <|endoftext|>."""
-    data = cache_tokens(corpus, tokenizer, Path(out) / "cache", eod_id=tokenizer.token_to_id(SPECIALS["eod"]))
+    data = cache_tokens(corpus, tokenizer, Path(out) / "cache",
+                        eod_id=tokenizer.token_to_id(SPECIALS["eod"]))
     for split in data.values():
         if len(split["tokens"]) <= cfg.seq_len + 1:
             raise UserError(f"the corpus is too small: a split has {len(split['tokens'])} tokens, "
@@ -187,17 +195,19 @@ def load_data(corpus, tokenizer, out, cfg):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is a window of seq_len + 1 tokens at a random start drawn from (seed, i): a batch depends only
-    on which examples it holds, so resuming, accumulating and DDP all see the same data."""
+    """Example `i` is a window of seq_len + 1 tokens at a random start drawn from (seed, i): a batch
+    depends only on which examples it holds, so resuming, accumulating and DDP all see the same
+    data."""
     tokens, T = data["tokens"], cfg.seq_len
     starts = (uniform(seed, ids, 1, 0)[:, 0] * (len(tokens) - T - 1)).astype(np.int64)  # (B,)
-    window = torch.from_numpy(tokens[starts[:, None] + np.arange(T + 1)].astype(np.int64))  # (B, T+1)
-    return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # targets: the inputs shifted by one
+    # (B, T + 1) windows
+    window = torch.from_numpy(tokens[starts[:, None] + np.arange(T + 1)].astype(np.int64))
+    return {"input_ids": window[:, :-1], "targets": window[:, 1:]}  # the inputs shifted by one
 
 
 def compute_loss(model, batch, cfg):
-    """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics to log."""
-    _, loss = model(batch["input_ids"], batch["targets"])  # every position is a prediction: no mask, no padding
+    """Next-token cross-entropy over every position (§3.1). Returns the loss and the metrics."""
+    _, loss = model(batch["input_ids"], batch["targets"])  # every position predicts: no mask
     return loss, {}
 
 
@@ -207,22 +217,28 @@ def configure_optimizer(model, cfg, device):
     # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size on 2 cores)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type != "mps")
+    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size
+    # on 2 cores)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
+                             fused=device.type != "mps")
 
 
 # --- tokenizer ---
 
 
-# ours: <|endoftext|> ends each document in the token stream; it is in neither the paper nor its 40,478-token vocabulary
+# ours: <|endoftext|> ends each document in the token stream; it is in neither the paper nor its
+# 40,478-token vocabulary
 SPECIALS = {"unk": "<unk>", "eod": "<|endoftext|>"}  # role -> token
 
 
 def _configure(tok):
+    """GPT-1's BPE (§4.1): text lowercased, split into words and punctuation, joined back."""
     from tokenizers import decoders, normalizers, pre_tokenizers
 
-    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])  # lowercased, §4.1
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # words and punctuation; the release used ftfy and spaCy
+    # lowercased, §4.1
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    # words and punctuation; the release used ftfy and spaCy
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.BPEDecoder(suffix="</w>")
     return tok
 
@@ -233,14 +249,15 @@ def train_tokenizer(docs, cfg):
 
     from tokenizers import Tokenizer, models, trainers
 
-    # The trainer numbers each letter + "</w>" as it meets it in a hash map, whose order changes
-    # from run to run, and breaks ties between equally frequent merges by those numbers. A first
-    # pass (no merges) lists them; the second takes them in sorted order, so that a corpus always
-    # gives the same vocabulary.
+    # Ours, for reproducible runs: the trainer numbers each letter + "</w>" as it meets it in a hash
+    # map, whose order changes from run to run, and breaks ties between equally frequent merges by
+    # those numbers. A first pass (no merges) lists them; the second takes them in sorted order, so
+    # that a corpus always gives the same vocabulary.
     sentences, pieces = [s for doc in docs for s in doc], []
     for size in (0, cfg.vocab_size):
         tok = _configure(Tokenizer(models.BPE(unk_token="<unk>", end_of_word_suffix="</w>")))
-        trainer = trainers.BpeTrainer(vocab_size=size, end_of_word_suffix="</w>", show_progress=False,
+        trainer = trainers.BpeTrainer(vocab_size=size, end_of_word_suffix="</w>",
+                                      show_progress=False,
                                       special_tokens=list(SPECIALS.values()) + pieces)
         tok.train_from_iterator(sentences, trainer)
         pieces = sorted(t for t in tok.get_vocab() if t.endswith("</w>") and len(t) == 5)
@@ -250,7 +267,7 @@ def train_tokenizer(docs, cfg):
 
 
 def load_tokenizer(folder):
-    """The tokenizer of a checkpoint folder: `tokenizer.json`, or the openai-gpt `vocab.json` + `merges.txt`."""
+    """A checkpoint folder's tokenizer: `tokenizer.json`, or `vocab.json` + `merges.txt`."""
     from tokenizers import Tokenizer, models
 
     folder = Path(folder)
@@ -258,10 +275,11 @@ def load_tokenizer(folder):
         try:
             return Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}"
+                            .splitlines()[0]) from None
     if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
-        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token="<unk>",
-                                   end_of_word_suffix="</w>")
+        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                   unk_token="<unk>", end_of_word_suffix="</w>")
         return _configure(Tokenizer(bpe))
     return None
 
@@ -271,7 +289,7 @@ def load_tokenizer(folder):
 
 @dataclass
 class Recipe:
-    """How finetune.py fine-tunes this model on a task: §3.2, §3.3 and "Fine-tuning details" in §4.1."""
+    """How finetune.py fine-tunes this model: §3.2, §3.3 and "Fine-tuning details" in §4.1."""
     lr: float = 6.25e-5  # §4.1
     batch_size: int = 32  # §4.1
     epochs: int = 3  # "3 epochs of training was sufficient for most cases", §4.1
@@ -279,7 +297,7 @@ class Recipe:
     weight_decay: float = 0.01  # as in pretraining, §4.1
     dropout: float = 0.1  # as in pretraining, §4.1
     head_dropout: float = 0.1  # "dropout to the classifier with a rate of 0.1", §4.1
-    lm_weight: float = 0.5  # λ: the language-modelling loss on the task's own text, an auxiliary objective, §3.2
+    lm_weight: float = 0.5  # λ: the LM loss on the task's own text, an auxiliary objective, §3.2
     max_len: int = 512  # the context
 
 
@@ -289,30 +307,35 @@ RECIPES = {
     "tiny": Recipe(lr=1e-3, epochs=10, warmup=0.1),
 }
 
-# start, delimiter and extract tokens, added to the vocabulary for fine-tuning (§3.3); a padding token is ours, so
-# that Hugging Face's OpenAIGPTForSequenceClassification finds the extract token as the last one before padding
+# start, delimiter and extract tokens, added to the vocabulary for fine-tuning (§3.3); a padding
+# token is ours, so that Hugging Face's OpenAIGPTForSequenceClassification finds the extract token
+# as the last one before padding
 TASK_TOKENS = {"start": "_start_", "delim": "_delim_", "extract": "_classify_", "pad": "_pad_"}
 
 
 def encode_inputs(tokenizer, first, second=None, max_len=128):
-    """Token ids (and segment ids, all 0) of each example: start, A, extract; or start, A, delimiter, B, extract for
-    a pair (§3.3, Figure 1); the longer text is cut first to fit max_len."""
+    """Token ids (and segment ids, all 0) of each example: start, A, extract; or start, A,
+    delimiter, B, extract for a pair (§3.3, Figure 1); the longer text is cut first to fit
+    max_len."""
     special = {role: tokenizer.token_to_id(token) for role, token in TASK_TOKENS.items()}
     firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
-    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    seconds = ([e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second
+               else None)
     out = []
     for a, b in zip(firsts, seconds or [None] * len(firsts)):
         while len(a) + len(b or []) > max_len - (3 if b is not None else 2):
             (a if b is None or len(a) > len(b) else b).pop()
-        ids = [special["start"], *a, *([special["delim"], *b] if b is not None else []), special["extract"]]
+        ids = [special["start"], *a, *([special["delim"], *b] if b is not None else []),
+               special["extract"]]
         out.append((ids, [0] * len(ids)))
     return out
 
 
 class Classifier(nn.Module):
-    """OpenAIGPTForSequenceClassification: the final state of the extract token, the last real token of each input,
-    through dropout and a linear layer without bias (§3.2); the model's LM head stays, for the auxiliary loss. The
-    task tokens are added to the tokenizer and the (tied) embeddings grow to hold them, as the release does."""
+    """OpenAIGPTForSequenceClassification: the final state of the extract token, the last real token
+    of each input, through dropout and a linear layer without bias (§3.2); the model's LM head
+    stays, for the auxiliary loss. The task tokens are added to the tokenizer and the (tied)
+    embeddings grow to hold them, as the release does."""
 
     def __init__(self, model, num_labels, recipe):
         super().__init__()
@@ -334,28 +357,30 @@ class Classifier(nn.Module):
 
     def classify(self, h, attention_mask):  # (B, T, H) -> (B, labels)
         last = attention_mask.sum(1) - 1  # (B,): the extract token
-        return self.out(self.drop(h[torch.arange(len(h), device=h.device), last]))  # (B, H) -> (B, labels)
+        # (B, H) -> (B, labels)
+        return self.out(self.drop(h[torch.arange(len(h), device=h.device), last]))
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):  # (B, T) -> (B, labels)
         return self.classify(self.model.encode(input_ids, attention_mask), attention_mask)
 
 
 def finetune_loss(clf, batch, recipe):
-    """The task's loss plus λ times the language-modelling loss on the inputs themselves: L3 = L2 + λ L1 (§3.2).
-    Returns it and the logits (B, labels)."""
+    """The task's loss plus λ times the language-modelling loss on the inputs themselves: L3 = L2 +
+    λ L1 (§3.2). Returns it and the logits (B, labels)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     h = clf.model.encode(ids, mask)  # (B, T, H)
     logits = clf.classify(h, mask)
-    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T - 1): the next token, never padding
+    targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, T - 1): next tokens, no padding
     lm = LMLoss.apply(clf.model.head(h[:, :-1]).flatten(0, 1), targets.flatten())
     return task_loss(logits, batch["labels"]) + recipe.lm_weight * lm, logits
 
 
 def finetune_groups(clf, recipe):
-    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
-    LayerNorm gains, one learning rate for every layer."""
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on
+    biases or LayerNorm gains, one learning rate for every layer."""
     params = [p for p in clf.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay,
+             "lr": recipe.lr},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
 
 
@@ -374,13 +399,14 @@ def demo_arguments(p):
 
 
 def demo(model, args):
-    """Continue --sample (after training: a fixed prompt) by top-k sampling, reproducible with --seed."""
+    """Continue --sample (after training: a fixed prompt) by top-k sampling; --seed repeats it."""
     prompt = args.demo if args.demo is not None else "the python interpreter"
     tok, device = model.tokenizer, next(model.parameters()).device
     ids = tok.encode(prompt).ids or [tok.token_to_id(SPECIALS["eod"])]
     generator = torch.Generator(device=device).manual_seed(args.seed)
     ids = torch.tensor([ids], device=device)  # (1, T)
-    out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_k, generator)  # (1, T + new)
+    # (1, T + new)
+    out = model.generate(ids, args.max_new_tokens, args.temperature, args.top_k, generator)
     print("sample: " + tok.decode(out[0].tolist()))
 
 
@@ -401,18 +427,21 @@ HF_NAMES = [
 
 
 def load_pretrained(path, base=None):
-    """An `openai-gpt` folder in the Hugging Face layout (config.json + safetensors or bin, tokenizer files);
-    training settings come from `base` (default: the base preset)."""
+    """An `openai-gpt` folder in the Hugging Face layout (config.json + safetensors or bin,
+    tokenizer files); training settings come from `base` (default: the base preset)."""
     hf, sd = read_pretrained(path, "openai-gpt")
-    cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"], max_len=hf["n_positions"],
-                              layers=hf["n_layer"], hidden=hf["n_embd"], heads=hf["n_head"], ffn=4 * hf["n_embd"],
-                              eps=hf.get("layer_norm_epsilon", 1e-5), dropout=hf.get("resid_pdrop", 0.1),
-                              activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"), hf.get("afn")))
+    cfg = dataclasses.replace(base or PRESETS["base"], vocab_size=hf["vocab_size"],
+                              max_len=hf["n_positions"], layers=hf["n_layer"], hidden=hf["n_embd"],
+                              heads=hf["n_head"], ffn=4 * hf["n_embd"],
+                              eps=hf.get("layer_norm_epsilon", 1e-5),
+                              dropout=hf.get("resid_pdrop", 0.1),
+                              activation={"gelu": "gelu_new"}.get(hf.get("afn", "gelu"),
+                                                                  hf.get("afn")))
     if cfg.activation not in common.ACTIVATIONS:
         raise UserError(f"{path}: activation {hf.get('afn')!r} is not supported")
     sd = {k.removeprefix("transformer."): v for k, v in sd.items()
-          if not re.fullmatch(r"(transformer\.)?h\.\d+\.attn\.bias", k)}  # the causal mask, a buffer
-    ours = rename(sd, HF_NAMES, skip=("lm_head.weight", "position_ids"))  # the tied head, and a buffer
+          if not re.fullmatch(r"(transformer\.)?h\.\d+\.attn\.bias", k)}  # the causal mask
+    ours = rename(sd, HF_NAMES, skip=("lm_head.weight", "position_ids"))  # the tied head; a buffer
     for k, v in ours.items():
         if k.endswith(".weight") and (".attn." in k or ".mlp." in k):
             ours[k] = v.t()  # Conv1D stores [in, out], nn.Linear [out, in]
@@ -428,32 +457,38 @@ HF_HEAD = [("score", "out")]
 
 def hf_config(cfg, architecture):
     """The config.json of the Hugging Face model of this shape."""
-    return {"architectures": [architecture], "model_type": "openai-gpt", "vocab_size": cfg.vocab_size,
-            "n_positions": cfg.max_len, "n_embd": cfg.hidden, "n_layer": cfg.layers, "n_head": cfg.heads,
-            "afn": {"gelu_new": "gelu"}.get(cfg.activation, cfg.activation), "resid_pdrop": cfg.dropout,
-            "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout, "layer_norm_epsilon": cfg.eps,
+    return {"architectures": [architecture], "model_type": "openai-gpt",
+            "vocab_size": cfg.vocab_size, "n_positions": cfg.max_len, "n_embd": cfg.hidden,
+            "n_layer": cfg.layers, "n_head": cfg.heads,
+            "afn": {"gelu_new": "gelu"}.get(cfg.activation, cfg.activation),
+            "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
+            "layer_norm_epsilon": cfg.eps,
             "initializer_range": cfg.init_std}
 
 
 def to_hf(sd):
     """Our decoder's tensors under OpenAIGPTModel's names, the Conv1D matrices stored [in, out]."""
-    sd = unrename({k.replace(".attn.qkv.", ".attn.c_attn."): v for k, v in sd.items()}, HF_NAMES)  # q, k, v as one
-    return {"transformer." + k: v.t().contiguous() if k.endswith(".weight") and (".attn." in k or ".mlp." in k) else v
+    sd = unrename({k.replace(".attn.qkv.", ".attn.c_attn."): v for k, v in sd.items()},
+                  HF_NAMES)  # q, k, v as one
+    return {"transformer." + k:
+            v.t().contiguous() if k.endswith(".weight") and (".attn." in k or ".mlp." in k) else v
             for k, v in sd.items()}
 
 
 def hf_tokenizer(model):
-    """The export's tokenizer: a copy of the model's that, once fine-tuning has added the task tokens, puts them
-    around each input as encode_inputs does (§3.3), so that transformers' tokenizers and pipelines encode as we do;
-    and the entries of its tokenizer_config.json."""
+    """The export's tokenizer: a copy of the model's that, once fine-tuning has added the task
+    tokens, puts them around each input as encode_inputs does (§3.3), so that transformers'
+    tokenizers and pipelines encode as we do; and the entries of its tokenizer_config.json."""
     from tokenizers import Tokenizer, processors
 
     tok, t = Tokenizer.from_str(model.tokenizer.to_str()), TASK_TOKENS
-    config = {"unk_token": SPECIALS["unk"], "eos_token": SPECIALS["eod"], "model_max_length": model.cfg.max_len,
+    config = {"unk_token": SPECIALS["unk"], "eos_token": SPECIALS["eod"],
+              "model_max_length": model.cfg.max_len,
               "model_input_names": ["input_ids", "attention_mask"]}
     if tok.token_to_id(t["extract"]) is not None:  # a fine-tuned model
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{t['start']} $A {t['extract']}", pair=f"{t['start']} $A {t['delim']} $B {t['extract']}",
+            single=f"{t['start']} $A {t['extract']}",
+            pair=f"{t['start']} $A {t['delim']} $B {t['extract']}",
             special_tokens=[(t[k], tok.token_to_id(t[k])) for k in ("start", "delim", "extract")])
         config["pad_token"] = t["pad"]
     return tok, config
@@ -461,7 +496,7 @@ def hf_tokenizer(model):
 
 def export(model, folder):
     """The pretrained model as a Hugging Face OpenAIGPTLMHeadModel folder."""
-    sd = to_hf({k: v for k, v in model.state_dict().items() if k != "head.weight"})  # tied: stored once
+    sd = to_hf({k: v for k, v in model.state_dict().items() if k != "head.weight"})  # tied: once
     write_pretrained(folder, sd, hf_config(model.cfg, "OpenAIGPTLMHeadModel"), *hf_tokenizer(model))
 
 
@@ -469,9 +504,10 @@ def export_classifier(clf, folder, labels, regression):
     """A fine-tuned Classifier as a Hugging Face OpenAIGPTForSequenceClassification folder."""
     sd = to_hf({k.removeprefix("model."): v for k, v in clf.state_dict().items()
                 if k.startswith("model.") and k != "model.head.weight"})
-    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
-    config = {**hf_config(clf.model.cfg, "OpenAIGPTForSequenceClassification"), **label_config(labels, regression),
-              "pad_token_id": clf.pad_id}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")},
+                       HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "OpenAIGPTForSequenceClassification"),
+              **label_config(labels, regression), "pad_token_id": clf.pad_id}
     write_pretrained(folder, sd, config, *hf_tokenizer(clf.model))
 
 
@@ -614,6 +650,12 @@ def progress(items, phase, total=None, unit="MB", scale=1e6):
         yield item
     if last > start:
         print(f"{phase}: done in {time.time() - start:.0f}s")
+
+
+def in_blocks(n, phase, passes=1, size=4096):
+    """The first index of each block of `size` of n documents, `passes` times over, with progress."""
+    starts = ((block, p * n + block) for p in range(passes) for block in range(0, n, size))
+    return progress(starts, phase, passes * n, "documents", 1)
 
 
 VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB

@@ -2,11 +2,12 @@
 Lewis, Zettlemoyer, Stoyanov, 2019; § numbers of arXiv 1907.11692v1). What this file changes
 relative to bert.py:
 - Dynamic masking: a fresh mask every time a sequence is fed (§4.1, Table 1).
-- No next sentence prediction; inputs are FULL-SENTENCES: contiguous sentences packed to the full length,
-  crossing document boundaries with an extra separator (§4.2, Table 2).
+- No next sentence prediction; inputs are FULL-SENTENCES: contiguous sentences packed to the full
+  length, crossing document boundaries with an extra separator (§4.2, Table 2).
 - Large batches: 8K sequences, peak lr 6e-4 at base, Adam beta2 0.98 (§3.1, §4.3, Table 3).
 - Byte-level BPE of 50K units (§4.4); <s> = 0, <pad> = 1, </s> = 2, <unk> = 3.
-- The release's model: positions counted from the padding index (514 rows), one token type, LayerNorm eps 1e-5.
+- The release's model: positions counted from the padding index (514 rows), one token type,
+  LayerNorm eps 1e-5.
 """
 
 import dataclasses
@@ -61,17 +62,20 @@ class Config:
 
 def _sized(layers, hidden, **kw):
     """A model of L layers and H hidden: H/64 heads and a 4H feed-forward layer."""
-    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden, **kw})
+    return Config(**{"layers": layers, "hidden": hidden, "heads": hidden // 64, "ffn": 4 * hidden,
+                     **kw})
 
 
 PRESETS = {
-    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights from N(0, 0.08):
-    # at 0.02 so narrow a model's attention stays uniform for a long time (docs/gpt-and-bert.md)
-    "tiny": _sized(2, 128, vocab_size=4096, max_len=130, dropout=0.0, init_std=0.08, max_predictions=20, seq_len=128,
-                   grad_accum=1, steps=2000, lr=5e-4, warmup=50, log_interval=100, eval_interval=500,
-                   eval_examples=320),
+    # ours: learns visibly in a few minutes on 2 CPU cores; no dropout for such a short run; weights
+    # from N(0, 0.08): at 0.02 so narrow a model's attention stays uniform for a long time
+    # (docs/gpt-and-bert.md)
+    "tiny": _sized(2, 128, vocab_size=4096, max_len=130, dropout=0.0, init_std=0.08,
+                   max_predictions=20, seq_len=128, grad_accum=1, steps=2000, lr=5e-4, warmup=50,
+                   log_interval=100, eval_interval=500, eval_examples=320),
     # ours: a single-GPU size (L4/H512) with a batch of 32 x 8 sequences
-    "small": _sized(4, 512, seq_len=128, max_predictions=20, grad_accum=8, steps=20_000, lr=5e-4, warmup=1000),
+    "small": _sized(4, 512, seq_len=128, max_predictions=20, grad_accum=8, steps=20_000, lr=5e-4,
+                    warmup=1000),
     "base": Config(),  # the paper: 124,697,433 parameters with the LM head
     "large": _sized(24, 1024, lr=4e-4, warmup=30_000),  # 355,412,057; Table 9
 }
@@ -92,24 +96,29 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, input_ids, token_type_ids=None):  # (B, T) -> (B, T, H)
-        real = (input_ids != 1).long()  # positions count real tokens from 2; padding sits at 1 (release)
+        # token:     <s>  The  cat  </s>  <pad>  <pad>
+        # real:      1    1    1    1     0      0
+        # position:  2    3    4    5     1      1     = cumsum(real) * real + 1
+        real = (input_ids != 1).long()  # real tokens count from 2; padding sits at 1 (release)
         x = self.tokens(input_ids) + self.positions(torch.cumsum(real, dim=1) * real + 1)
-        x = x + self.types(token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids))
+        types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+        x = x + self.types(types)
         return self.drop(self.ln(x))  # summed, then LayerNorm, BERT §3, Figure 2
 
 
 class Model(nn.Module):
-    """The bidirectional encoder and its pretraining heads: masked LM on every position, tied to the token embeddings,
-    and no next sentence prediction (§4.2)."""
+    """The bidirectional encoder and its pretraining heads: masked LM on every position, tied to the
+    token embeddings, and no next sentence prediction (§4.2)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.blocks = nn.ModuleList(
-            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout, cfg.dropout)
+            common.Block(cfg.hidden, cfg.heads, cfg.ffn, cfg.activation, cfg.eps, cfg.dropout,
+                         cfg.dropout)
             for _ in range(cfg.layers))
-        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # the MLM head's transform
+        self.mlm = nn.ModuleDict({"dense": nn.Linear(cfg.hidden, cfg.hidden),  # its transform
                                   "ln": nn.LayerNorm(cfg.hidden, eps=cfg.eps)})
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
         self.head.weight = self.embeddings.tokens.weight  # tied: one tensor, not a copy; own bias
@@ -118,14 +127,14 @@ class Model(nn.Module):
 
     def _init(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=self.cfg.init_std)  # not truncated: fairseq's init_bert_params
+            nn.init.normal_(m.weight, std=self.cfg.init_std)  # fairseq's init_bert_params
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
     def num_params(self):
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared or tied tensor once
+        return sum(p.numel() for p in self.parameters())  # a shared or tied tensor counts once
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None):  # (B, T) -> (B, T, H)
         mask = common.attention_mask(attention_mask)
@@ -137,21 +146,21 @@ class Model(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
         """MLM logits (B, T, V), or (B, P, V) at `positions` (B, P) only."""
         h = self.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        if positions is not None:  # the vocabulary projection only where there is a loss, at a fixed shape
+        if positions is not None:  # project onto the vocabulary only where there is a loss
             h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))  # (B, P, H)
-        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # the MLM head: dense and GELU,
+        h = common.ACTIVATIONS[self.cfg.activation](self.mlm.dense(h))  # MLM head: dense, GELU,
         h = self.mlm.ln(h)  # then LayerNorm (B, P, H)
         return self.head(h)  # (B, P, V): scored against the token embeddings
 
     @classmethod
     def from_pretrained(cls, path, base=None):
-        """A Hugging Face-format folder (see the checkpoints section); training settings from `base`."""
+        """A Hugging Face-format folder (the checkpoints section); training settings from `base`."""
         return load_pretrained(path, base)
 
 
 def flops_per_token(model, cfg):
-    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4 backward), plus
-    12·L·H·T for attention. Embedding tables are looked up, not multiplied.
+    """Training FLOPs per token, for MFU: 6 per weight a token is multiplied by (2 forward, 4
+    backward), plus 12·L·H·T for attention. Embedding tables are looked up, not multiplied.
     The MLM head multiplies at the max_predictions masked slots of a sequence."""
     P, T = cfg.max_predictions, cfg.seq_len
     weights = numel(model.blocks) + numel(model.mlm, model.head) * P / T
@@ -162,56 +171,61 @@ def flops_per_token(model, cfg):
 
 
 def load_data(corpus, tokenizer, out, cfg):
-    """The training examples of each split (make_instances), made once from the token cache and cached beside it,
-    and what masking needs to know about the vocabulary."""
+    """The training examples of each split (make_instances), made once from the token cache and
+    cached beside it, and what masking needs to know about the vocabulary."""
     data = cache_tokens(corpus, tokenizer, Path(out) / "cache")
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
-    made = [Path(__file__).stem, cfg.seq_len]  # what make_instances reads
+    # what make_instances reads
+    key = [Path(__file__).stem, cfg.seq_len]
     for name, split in data.items():
         instances = make_instances(split, cfg, special)  # no random choices: FULL-SENTENCES, §4.2
-        split.update(cached(split["folder"] / f"{name}.instances", made, instances, "making the training examples"))
+        split.update(cached(split["folder"] / f"{name}.instances", key, instances,
+                            "making the training examples"))
         split["special"], split["mask_id"] = np.array(list(special.values())), special["mask"]
-        split["pad_id"], split["cls_id"], split["sep_id"] = special["pad"], special["cls"], special["sep"]
+        split["pad_id"] = special["pad"]
+        split["cls_id"], split["sep_id"] = special["cls"], special["sep"]
         # padding, start and separator are never masked; the unknown token may be, as in the release
         split["never_masked"] = np.array([special["pad"], special["cls"], special["sep"]])
-        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])  # random replacements
+        # the random replacements
+        split["normal"] = np.setdiff1d(np.arange(tokenizer.get_vocab_size()), split["special"])
         if not len(split["rows"]):
             raise UserError("the corpus is too small: a split made no training examples")
     return data
 
 
 def make_instances(split, cfg, special):
-    """FULL-SENTENCES (§4.2): sentences packed in order into sequences of up to seq_len tokens, <s> ... </s>;
-    a sequence may cross a document boundary, marked by an extra </s>. A sentence longer than a sequence goes on
-    in the next one, as fairseq's blocks keep it.
-    Stored as `stream`, the token cache with those boundary separators in it, and `rows`, each sequence's (start,
-    end) in the stream; `assemble` adds <s> and </s>. Only sentence lengths are read here, a block at a time."""
+    """FULL-SENTENCES (§4.2): sentences packed in order into sequences of up to seq_len tokens,
+    <s> ... </s>; a sequence may cross a document boundary, marked by an extra </s>. A sentence
+    longer than a sequence goes on in the next one, as fairseq's blocks keep it.
+    Stored as `stream`, the token cache with those boundary separators in it, and `rows`, each
+    sequence's (start, end) in the stream; `assemble` adds <s> and </s>. Only sentence lengths are
+    read here, a block at a time."""
     tokens, sents, docs = split["tokens"], split["sentences"], split["documents"]
     longest = cfg.seq_len - 2  # room for <s> and </s>
-    p, row = 0, 0  # the stream's length so far, and where the current row starts in it
-    blocks = ((block, block) for block in range(0, len(docs), 4096))
-    for block in progress(blocks, "packing sequences", len(docs), "documents", 1):
+    length, start = 0, 0  # the stream's length so far, and where the current sequence starts in it
+    for block in in_blocks(len(docs), "packing sequences"):
         bounds, rows = docs[block:block + 4096].tolist(), []
-        base, separators = sents[bounds[0][0], 0], []  # the block's first token, where separators go
+        base, separators = sents[bounds[0][0], 0], []  # the block's first token; separators' places
         for first, last in bounds:
-            for k, (start, end) in enumerate(sents[first:last].tolist(), first):
-                for size in (min(longest, end - i) for i in range(start, end, longest)):  # the sentence's pieces
-                    if p - row + size > longest:
-                        rows.append([row, p])
-                        row = p
-                    p += size
-                if k == last - 1 and p - row < longest:  # the document ends, with room for a separator
+            for k, (begin, end) in enumerate(sents[first:last].tolist(), first):  # its tokens
+                # the sentence in pieces of at most `longest` tokens
+                for size in (min(longest, end - i) for i in range(begin, end, longest)):
+                    if length - start + size > longest:  # no room: the sequence ends before it
+                        rows.append([start, length])
+                        start = length
+                    length += size
+                if k == last - 1 and length - start < longest:  # a document ends: a separator
                     separators.append(end - base)
-                    p += 1
+                    length += 1
         block_tokens = tokens[base:sents[bounds[-1][1] - 1, 1]]
         stream = np.insert(block_tokens, separators, special["sep"]).astype(tokens.dtype)
         yield {"stream": stream, "rows": np.array(rows, np.int64).reshape(-1, 2)}
-    if p > row:
-        yield {"rows": np.array([[row, p]], np.int64)}
+    if length > start:
+        yield {"rows": np.array([[start, length]], np.int64)}
 
 
 def assemble(split, instances, T):
-    """The rows <s> ... </s> of `instances`, padded to seq_len (B, T), gathered from the stream."""
+    """The rows <s> ... </s> of `instances` (§4.2), padded to seq_len (B, T), from the stream."""
     rows = split["rows"][instances]  # (B, 2) ranges of the stream
     n = rows[:, 1:] - rows[:, :1]  # (B, 1)
     col = np.arange(T)[None, :]  # (1, T)
@@ -223,21 +237,28 @@ def assemble(split, instances, T):
     return ids
 
 
+# uniform()'s streams (a keyed hash, in the shared plumbing): the same seed, key and stream give the
+# same numbers in any process, so a mask is a function of its key alone
+CHOOSE, FATE, RANDOM_TOKEN = 0, 1, 2  # which tokens; what becomes of each; which random token
+
+
 def mask_tokens(input_ids, keys, seed, split, cfg):
-    """Choose 15% of each row's tokens (never the start, separator or padding; at most max_predictions); of those
-    80% become the mask token, 10% a random non-special token, 10% stay (BERT §3.1). Random numbers are keyed
-    by `keys`. Returns the new ids (B, T), and the chosen positions and their labels (B, P), padded with label -100."""
+    """Choose 15% of each row's tokens (never the start, separator or padding; at most
+    max_predictions); of those 80% become the mask token, 10% a random non-special token, 10% stay
+    (BERT §3.1). Random numbers are keyed by `keys`. Returns the new ids (B, T), and the chosen
+    positions and their labels (B, P), padded with label -100."""
     B, T = input_ids.shape
     P = cfg.max_predictions
     candidate = ~np.isin(input_ids, split["never_masked"])  # (B, T)
-    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)  # (B,)
+    n = np.minimum(P, np.maximum(1, np.rint(candidate.sum(1) * cfg.mask_prob))).astype(np.int64)
     # a random order of each row's candidates (the others sort last), the first P of it
-    order = np.argsort(np.where(candidate, uniform(seed, keys, T, 0), 2.0), axis=1)[:, :P]  # (B, P)
+    order = np.argsort(np.where(candidate, uniform(seed, keys, T, CHOOSE), 2.0), axis=1)[:, :P]
     chosen = np.arange(P)[None, :] < n[:, None]  # (B, P)
     positions = np.where(chosen, order, 0)
     labels = np.where(chosen, np.take_along_axis(input_ids, positions, 1), -100)  # (B, P)
-    u = uniform(seed, keys, P, 1)
-    random_tokens = split["normal"][(uniform(seed, keys, P, 2) * len(split["normal"])).astype(np.int64)]
+    u = uniform(seed, keys, P, FATE)
+    pick = (uniform(seed, keys, P, RANDOM_TOKEN) * len(split["normal"])).astype(np.int64)  # (B, P)
+    random_tokens = split["normal"][pick]
     replaced = np.where(u < 0.8, split["mask_id"], np.where(u < 0.9, labels, random_tokens))
     ids = input_ids.copy()
     rows = np.broadcast_to(np.arange(B)[:, None], (B, P))  # each slot's row
@@ -252,24 +273,25 @@ def epoch_order(n, seed, epoch):
 
 
 def get_batch(data, ids, seed, cfg):
-    """Example `i` is instance epoch_order[i % n] of epoch i // n.
-    Its mask is keyed by the example, not the instance: every time an instance is fed it gets a fresh mask
-    (DYNAMIC, §4.1)."""
+    """Example `i` is instance epoch_order[i % n] of epoch i // n. Its mask is keyed by the example,
+    not the instance: every time an instance is fed it gets a fresh mask (DYNAMIC, §4.1)."""
     n = len(data["rows"])
     instances = np.array([epoch_order(n, seed, int(i) // n)[int(i) % n] for i in ids])
     input_ids = assemble(data, instances, cfg.seq_len)  # (B, T)
-    masked, positions, labels = mask_tokens(input_ids, ids, seed, data, cfg)  # keyed by the example: dynamic, §4.1
+    keys = ids  # the mask is a function of the example: a fresh one every epoch (DYNAMIC, §4.1)
+    masked, positions, labels = mask_tokens(input_ids, keys, seed, data, cfg)
     return {"input_ids": torch.from_numpy(masked),
             "attention_mask": torch.from_numpy((input_ids != data["pad_id"]).astype(np.int64)),
             "mlm_positions": torch.from_numpy(positions), "mlm_labels": torch.from_numpy(labels)}
 
 
 def compute_loss(model, batch, cfg):
-    """Masked LM cross-entropy over the chosen positions; no NSP term (§4.2). Returns the loss and metrics."""
+    """Masked LM cross-entropy over the chosen positions; no NSP term (§4.2). Loss and metrics."""
     labels = batch["mlm_labels"]  # (B, P), -100 in the unused slots
     mlm_logits = model(batch["input_ids"], batch["attention_mask"], None,
                        batch["mlm_positions"])  # (B, P, V); one segment
-    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())  # (B·P, V), (B·P,); -100 ignored
+    # (B·P, V) against (B·P,); -100 is ignored
+    mlm_loss = F.cross_entropy(mlm_logits.flatten(0, 1).float(), labels.flatten())
     chosen = labels != -100
     return mlm_loss, {"mlm_acc": ((mlm_logits.argmax(-1) == labels) & chosen).sum() / chosen.sum()}
 
@@ -280,32 +302,38 @@ def configure_optimizer(model, cfg, device):
     # matrices and embeddings are 2-D; biases and LayerNorm gains are 1-D and are not decayed
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size on 2 cores)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps, fused=device.type != "mps")
+    # fused: the whole update in one kernel on a CPU or a GPU (4 ms -> 1 ms a step at the tiny size
+    # on 2 cores)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps,
+                             fused=device.type != "mps")
 
 
 # --- tokenizer ---
 
 
-# role -> token, in the order of their ids: <s> = 0, <pad> = 1, </s> = 2, as the release's vocabulary
+# role -> token, in the order of their ids: <s> = 0, <pad> = 1, </s> = 2, as the release's
+# vocabulary
 SPECIALS = {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"}
 
 
 def _configure(tok):
+    """Byte-level BPE (§4.4): text read as bytes, split into words, joined back."""
     from tokenizers import decoders, pre_tokenizers
 
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # bytes, not characters: no unknown input
+    # bytes, not characters: no unknown input
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
 
 
 def train_tokenizer(docs, cfg):
-    """Byte-level BPE (§4.4): merges learned over the 256 byte values, so any text can be encoded."""
+    """Byte-level BPE (§4.4): merges over the 256 byte values, so any text can be encoded."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tok = _configure(Tokenizer(models.BPE()))
     trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=list(SPECIALS.values()),
-                                  show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+                                  show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator((s for doc in docs for s in doc), trainer)
     return tok
 
@@ -319,10 +347,12 @@ def load_tokenizer(folder):
         try:
             return Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # the tokenizers library raises its own exception type
-            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}".splitlines()[0]) from None
+            raise UserError(f"{folder / 'tokenizer.json'} is not a readable tokenizer: {e}"
+                            .splitlines()[0]) from None
     if (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
-        tok = _configure(Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))))
-        tok.add_special_tokens(list(SPECIALS.values()))  # so that a mask token in a text is one token
+        bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
+        tok = _configure(Tokenizer(bpe))
+        tok.add_special_tokens(list(SPECIALS.values()))  # a mask token in a text is one token
         return tok
     return None
 
@@ -351,23 +381,26 @@ RECIPES = {
 
 
 def encode_inputs(tokenizer, first, second=None, max_len=128):
-    """Token ids and segment ids of each example: <s> A </s></s> B </s> with one segment, or <s> A </s> for one text
-    (the release's format); the longer text is cut first to fit max_len."""
+    """Token ids and segment ids of each example: <s> A </s></s> B </s> with one segment, or <s> A
+    </s> for one text (the release's format); the longer text is cut first to fit max_len."""
     special = {role: tokenizer.token_to_id(token) for role, token in SPECIALS.items()}
     firsts = [e.ids for e in tokenizer.encode_batch(first, add_special_tokens=False)]
-    seconds = [e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second else None
+    seconds = ([e.ids for e in tokenizer.encode_batch(second, add_special_tokens=False)] if second
+               else None)
     out = []
     for a, b in zip(firsts, seconds or [None] * len(firsts)):
         while len(a) + len(b or []) > max_len - (4 if b is not None else 2):
             (a if b is None or len(a) > len(b) else b).pop()
-        ids = [special["cls"], *a, special["sep"], *([special["sep"], *b, special["sep"]] if b is not None else [])]
+        ids = [special["cls"], *a, special["sep"],
+               *([special["sep"], *b, special["sep"]] if b is not None else [])]
         out.append((ids, [0] * len(ids)))
     return out
 
 
 class Classifier(nn.Module):
-    """RobertaForSequenceClassification: the state of <s> through dropout, a dense layer with tanh, dropout and a
-    linear layer to the labels (the release's classification head: RoBERTa keeps no pooler)."""
+    """RobertaForSequenceClassification: the state of <s> through dropout, a dense layer with tanh,
+    dropout and a linear layer to the labels (the release's classification head: RoBERTa keeps no
+    pooler)."""
 
     def __init__(self, model, num_labels, recipe):
         super().__init__()
@@ -393,10 +426,11 @@ def finetune_loss(clf, batch, recipe):
 
 
 def finetune_groups(clf, recipe):
-    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on biases or
-    LayerNorm gains, one learning rate for every layer."""
+    """The fine-tuning optimiser's parameter groups: weight decay on matrices and embeddings, not on
+    biases or LayerNorm gains, one learning rate for every layer."""
     params = [p for p in clf.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay, "lr": recipe.lr},
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay,
+             "lr": recipe.lr},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr": recipe.lr}]
 
 
@@ -409,8 +443,10 @@ def demo_arguments(p):
 
 
 def demo(model, args):
-    """Print the five likeliest fillers of each mask token in --fill (after training: a fixed sentence)."""
-    text = args.demo if args.demo is not None else f"The {SPECIALS['mask']} statement raises an exception."
+    """Print the five likeliest fillers of each mask in --fill (after --train: a fixed sentence)."""
+    text = args.demo
+    if text is None:
+        text = f"The {SPECIALS['mask']} statement raises an exception."
     tok, device = model.tokenizer, next(model.parameters()).device
     special = {role: tok.token_to_id(token) for role, token in SPECIALS.items()}
     ids = [special["cls"], *tok.encode(text, add_special_tokens=False).ids, special["sep"]]
@@ -423,7 +459,8 @@ def demo(model, args):
     print(text)
     probs, top = logits[0].float().softmax(-1).topk(5, dim=-1)  # (masks, 5)
     for n in range(len(top)):
-        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]  # specials by name, never ''
+        # special tokens by name, never ''
+        shown = [tok.decode([int(i)], skip_special_tokens=False) for i in top[n]]
         print(f"mask {n + 1}: " + "  ".join(f"{t!r} {p:.3f}" for t, p in zip(shown, probs[n])))
 
 
@@ -452,19 +489,24 @@ HF_NAMES = [
 
 
 def load_pretrained(path, base=None):
-    """A `roberta` folder in the Hugging Face layout (RobertaForMaskedLM or RobertaModel; with or without the
-    `roberta.` prefix; a pooler is ignored); an LM head the file lacks is initialised and listed."""
+    """A `roberta` folder in the Hugging Face layout (RobertaForMaskedLM or RobertaModel; with or
+    without the `roberta.` prefix; a pooler is ignored); an LM head the file lacks is initialised
+    and listed."""
     hf, sd = read_pretrained(path, "roberta")
     base = base or PRESETS["base"]  # what the file does not say
-    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"], max_len=hf["max_position_embeddings"],
-                              type_vocab=hf.get("type_vocab_size", base.type_vocab), layers=hf["num_hidden_layers"],
-                              hidden=hf["hidden_size"], heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
-                              activation=hf.get("hidden_act", base.activation), eps=hf.get("layer_norm_eps", base.eps),
+    cfg = dataclasses.replace(base, vocab_size=hf["vocab_size"],
+                              max_len=hf["max_position_embeddings"],
+                              type_vocab=hf.get("type_vocab_size", base.type_vocab),
+                              layers=hf["num_hidden_layers"], hidden=hf["hidden_size"],
+                              heads=hf["num_attention_heads"], ffn=hf["intermediate_size"],
+                              activation=hf.get("hidden_act", base.activation),
+                              eps=hf.get("layer_norm_eps", base.eps),
                               dropout=hf.get("hidden_dropout_prob", base.dropout))
     if cfg.activation not in common.ACTIVATIONS:
         raise UserError(f"{path}: activation {cfg.activation!r} is not supported")
     sd = {k.removeprefix("roberta."): v for k, v in sd.items()}
-    skip = ("lm_head.decoder.weight", "pooler.", "embeddings.position_ids", "embeddings.token_type_ids")  # + a pooler
+    skip = ("lm_head.decoder.weight", "pooler.",  # tied; a pooler
+            "embeddings.position_ids", "embeddings.token_type_ids")  # buffers
     model = Model(cfg)
     load_weights(model, rename(sd, HF_NAMES, skip), path, optional=("mlm.", "head.bias"))
     model.tokenizer = load_tokenizer(hf.path)  # the folder, or the hub model's
@@ -478,29 +520,34 @@ HF_HEAD = [("classifier.dense", "dense"), ("classifier.out_proj", "out")]
 def hf_config(cfg, architecture):
     """The config.json of the Hugging Face model of this shape."""
     return {"architectures": [architecture], "model_type": "roberta", "vocab_size": cfg.vocab_size,
-            "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
-            "intermediate_size": cfg.ffn, "hidden_act": cfg.activation, "hidden_dropout_prob": cfg.dropout,
-            "attention_probs_dropout_prob": cfg.dropout, "max_position_embeddings": cfg.max_len,
-            "type_vocab_size": cfg.type_vocab, "layer_norm_eps": cfg.eps, "initializer_range": cfg.init_std,
+            "hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers,
+            "num_attention_heads": cfg.heads, "intermediate_size": cfg.ffn,
+            "hidden_act": cfg.activation,
+            "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
+            "max_position_embeddings": cfg.max_len, "type_vocab_size": cfg.type_vocab,
+            "layer_norm_eps": cfg.eps, "initializer_range": cfg.init_std,
             "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
 
 
 def hf_tokenizer(model):
-    """The export's tokenizer: a copy of the model's that adds <s> A </s></s> B </s> as encode_inputs does, so that
-    transformers' tokenizers and pipelines encode as we do; and the entries of its tokenizer_config.json."""
+    """The export's tokenizer: a copy of the model's that adds <s> A </s></s> B </s> as
+    encode_inputs does, so that transformers' tokenizers and pipelines encode as we do; and the
+    entries of its tokenizer_config.json."""
     from tokenizers import Tokenizer, processors
 
     tok, cls, sep = Tokenizer.from_str(model.tokenizer.to_str()), SPECIALS["cls"], SPECIALS["sep"]
     tok.post_processor = processors.TemplateProcessing(
         single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} {sep} $B {sep}",
         special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
-    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()}, "bos_token": cls, "eos_token": sep,
-                 "model_max_length": model.cfg.max_len - 2, "model_input_names": ["input_ids", "attention_mask"]}
+    return tok, {**{f"{role}_token": token for role, token in SPECIALS.items()},
+                 "bos_token": cls, "eos_token": sep, "model_max_length": model.cfg.max_len - 2,
+                 "model_input_names": ["input_ids", "attention_mask"]}
 
 
 def export(model, folder):
     """The pretrained model as a Hugging Face RobertaForMaskedLM folder."""
-    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)  # tied: stored once
+    # the tied head is stored once
+    sd = unrename({k: v for k, v in model.state_dict().items() if k != "head.weight"}, HF_NAMES)
     sd = {k if k.startswith("lm_head.") else "roberta." + k: v for k, v in sd.items()}
     write_pretrained(folder, sd, hf_config(model.cfg, "RobertaForMaskedLM"), *hf_tokenizer(model))
 
@@ -510,8 +557,10 @@ def export_classifier(clf, folder, labels, regression):
     encoder = {k.removeprefix("model."): v for k, v in clf.state_dict().items()
                if k.startswith("model.") and not k.startswith(("model.mlm.", "model.head."))}
     sd = {"roberta." + k: v for k, v in unrename(encoder, HF_NAMES).items()}
-    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")}, HF_HEAD))
-    config = {**hf_config(clf.model.cfg, "RobertaForSequenceClassification"), **label_config(labels, regression)}
+    sd.update(unrename({k: v for k, v in clf.state_dict().items() if not k.startswith("model.")},
+                       HF_HEAD))
+    config = {**hf_config(clf.model.cfg, "RobertaForSequenceClassification"),
+              **label_config(labels, regression)}
     write_pretrained(folder, sd, config, *hf_tokenizer(clf.model))
 
 
@@ -654,6 +703,12 @@ def progress(items, phase, total=None, unit="MB", scale=1e6):
         yield item
     if last > start:
         print(f"{phase}: done in {time.time() - start:.0f}s")
+
+
+def in_blocks(n, phase, passes=1, size=4096):
+    """The first index of each block of `size` of n documents, `passes` times over, with progress."""
+    starts = ((block, p * n + block) for p in range(passes) for block in range(0, n, size))
+    return progress(starts, phase, passes * n, "documents", 1)
 
 
 VAL_EVERY, VAL_BYTES = 20, 10_000_000  # validation: every 20th document, until it holds 10 MB

@@ -11,7 +11,7 @@ import torch
 import conftest
 import albert
 
-DIFF_BUDGET = 394  # changed lines in `diff bert.py albert.py` (+1: the pinned paper version)
+DIFF_BUDGET = 451  # `diff bert.py albert.py`: 393, +1 the pinned paper version, +57 hash streams, 100 columns
 # (+19 with the deterministic tokenizer training: sorted "##" pieces for WordPiece, sorted and rounded unigram pieces)
 # (+11 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 

@@ -13,7 +13,7 @@ import torch
 import conftest
 import bert
 
-DIFF_BUDGET = 584  # changed lines in `diff gpt.py bert.py` (+4 for citations that name their paper)
+DIFF_BUDGET = 653  # `diff gpt.py bert.py`: 580, +4 citations that name their paper, +69 for 100 columns
 # (+10 with the deterministic tokenizer training: WordPiece's "##" pieces where GPT-1 numbers its "</w>" ones)
 # (+3 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 

@@ -5,6 +5,7 @@ no measured figure (those live in benchmarks/RESULTS.md, where a new measurement
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -56,3 +57,9 @@ def test_the_readme_excerpt_is_a_hunk_of_todays_diff():
 def test_the_walkthroughs_quote_no_measured_figure(doc):
     found = [line for line in (ROOT / doc).read_text().splitlines() if MEASURED.search(line)]
     assert not found, f"{doc} quotes a measured figure (link benchmarks/RESULTS.md instead): {found[0][:200]}"
+
+
+def test_the_layout_page_gives_todays_diff_shares():
+    """docs/layout.md's table of what each diff is made of is what docs/diff_shares.py measures today."""
+    done = subprocess.run([sys.executable, "docs/diff_shares.py"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() in (ROOT / "docs" / "layout.md").read_text()

@@ -12,7 +12,7 @@ import bert
 import conftest
 import roberta
 
-DIFF_BUDGET = 371  # changed lines in `diff bert.py roberta.py` (+1: the pinned paper version)
+DIFF_BUDGET = 408  # `diff bert.py roberta.py`: 370, +1 the pinned paper version, +37 row pictures, 100 columns
 # (+15 with the deterministic tokenizer training, which WordPiece needs and byte-level BPE does not)
 # (+3 with bert.py's next_sentence switch, the masked LM alone: the ELECTRA release's BERT baseline)
 

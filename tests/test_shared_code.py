@@ -15,12 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = [ROOT / f"{name}.py" for name in ("gpt", "bert", "roberta", "albert", "electra")]
 CANONICAL = ROOT / "gpt.py"
 FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_code.py) =====\n"
-# lines below the fence, and above it per script: the paper parts may only shrink (they grew by what left the
-# fence: the optimiser and the fine-tuning groups; gpt.py by its blockwise loss, LMLoss, 26 lines; and by the
-# deterministic tokenizer training, 10 lines in gpt, bert and electra, 9 in albert)
-PLUMBING_BUDGET = 836  # measured; the goal is 500 (docs/layout.md): only a new feature may raise it
-PAPER_BUDGET = {"gpt": 437 + 18 + 26, "bert": 548 + 18 + 10, "roberta": 507 + 18, "albert": 600 + 18 + 9,
-                "electra": 657 + 30 + 10}
+# lines below the fence, and above it per script: the paper parts may only shrink. Measured, then raised only by
+# what the learner gained: the pictures of the rows, the named hash streams and mask keys, ELECTRA's named steps
+# (first number); and by lines of at most 100 columns, with docstrings that cite what a definition follows
+# (second number), less the block loops' progress, now in_blocks below the fence (third number)
+PLUMBING_BUDGET = 836 + 5  # measured, + in_blocks; the goal is 500 (docs/layout.md): only a new feature may raise it
+PAPER_BUDGET = {"gpt": 477 + 0 + 36, "bert": 572 + 12 + 46 - 2, "roberta": 517 + 9 + 41 - 1,
+                "albert": 620 + 11 + 60 - 2, "electra": 693 + 13 + 69 - 1}
 SECTIONS = ["config", "model", "objective", "tokenizer", "fine-tuning", "demo", "checkpoints: the Hugging Face layout"]
 
 
@@ -83,6 +84,14 @@ def test_the_paper_is_most_of_the_file(script):
     paper, plumbing = split_at_fence(script.read_text())
     assert len(plumbing.splitlines()) <= PLUMBING_BUDGET, f"{script.name}: the fence holds {len(plumbing.splitlines())}"
     assert len(paper.splitlines()) <= PAPER_BUDGET[script.stem], f"{script.name}: {len(paper.splitlines())} lines"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_the_paper_part_fits_beside_another_on_a_screen(script):
+    """At most 100 columns, so that two scripts read side by side fit a screen."""
+    paper = split_at_fence(script.read_text())[0]
+    wide = [f"{script.name}:{n}: {len(line)} columns" for n, line in enumerate(paper.splitlines(), 1) if len(line) > 100]
+    assert not wide, "\n".join(wide)
 
 
 def fixed(canonical_text, text, script):
