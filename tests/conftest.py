@@ -3,6 +3,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"  # no test may use the network: the hub's libraries read only their cache
+# torch.compile's kernel cache is shared by every process and not keyed by ATen's kernel set: a suite run under
+# ATEN_CPU_CAPABILITY=avx2 or =default reusing a native run's kernels fails to build them or aborts. One cache each.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"torchinductor-tests-{os.environ.get('ATEN_CPU_CAPABILITY') or 'native'}"))
 
 
 def pytest_collection_modifyitems(config, items):

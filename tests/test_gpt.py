@@ -318,7 +318,7 @@ def test_auto_is_bf16_on_a_cpu_that_computes_it_natively_and_fp32_elsewhere():
     auto = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu"]))
     assert auto.dtype == ("bf16" if native else "fp32") and auto.amp.fast_dtype == torch.bfloat16
     assert auto.amp._enabled == native
-    # ATen's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2, or a CPU without AVX-512) have no bf16 path of their own
+    # ATen's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2, or a CPU without AVX-512): no native bf16, so fp32
     code = "import gpt; print(gpt.setup_runtime(gpt.build_parser().parse_args(['--device', 'cpu'])).dtype)"
     assert run_script("-c", code, env={"ATEN_CPU_CAPABILITY": "avx2"}).stdout.split() == ["fp32"]
     forced = gpt.setup_runtime(gpt.build_parser().parse_args(["--device", "cpu", "--dtype", "fp32"]))
