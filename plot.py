@@ -67,7 +67,7 @@ def plot(runs, x="step"):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (each with its metrics.jsonl)")
-    p.add_argument("--x", choices=["step", "tokens"], default="step", help="the horizontal axis")
+    p.add_argument("--x", choices=["step", "tokens"], default="step", help="the horizontal axis (default: step)")
     p.add_argument("--out", help="the PNG to write (default: RUN/curves.png of the first RUN)")
     args = p.parse_args(argv)
     runs = {run: read_metrics(run) for run in args.runs}

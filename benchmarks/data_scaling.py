@@ -124,9 +124,11 @@ def table(results, sizes):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10,50,200", help="corpus sizes in MB, comma-separated, smallest first")
-    p.add_argument("--scripts", default=",".join(SCRIPTS))
-    p.add_argument("--out", default="runs/data_scaling", help="folder for the corpora and the run folders")
+    p.add_argument("--sizes", default="10,50,200",
+                   help="corpus sizes in MB, comma-separated, smallest first (default: 10,50,200)")
+    p.add_argument("--scripts", default=",".join(SCRIPTS), help="comma-separated (default: all five)")
+    p.add_argument("--out", default="runs/data_scaling",
+                   help="folder for the corpora and the run folders (default: runs/data_scaling)")
     p.add_argument("--write", action="store_true", help="put the table into benchmarks/RESULTS.md")
     args = p.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))

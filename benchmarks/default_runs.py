@@ -31,7 +31,8 @@ def cpu():
     import torch
 
     lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    model = names[0] if names else platform.processor()
     bf16 = "with" if torch.cpu._is_avx512_bf16_supported() else "without"
     return f"{model}, {bf16} AVX-512 BF16, ATen {torch.backends.cpu.get_cpu_capability()} kernels"
 
@@ -54,11 +55,13 @@ def run(script, folder, dtype, seed):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scripts", default=",".join(SCRIPTS))
-    p.add_argument("--dtypes", default="auto", help="comma-separated: auto, fp32, bf16")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (two or more: the run-to-run spread)")
+    p.add_argument("--scripts", default=",".join(SCRIPTS), help="comma-separated (default: all five)")
+    p.add_argument("--dtypes", default="auto", help="comma-separated: auto, fp32, bf16 (default: auto)")
+    p.add_argument("--seeds", default="0",
+                   help="comma-separated seeds, two or more for the run-to-run spread (default: 0)")
     p.add_argument("--no-warm", action="store_true", help="cold starts only")
-    p.add_argument("--out", default="runs/default-runs", help="run folders, and results.json")
+    p.add_argument("--out", default="runs/default-runs",
+                   help="run folders, and results.json (default: runs/default-runs)")
     args = p.parse_args(argv)
     out, rows, machine = Path(args.out), [], cpu()
     print(f"CPU: {machine}", flush=True)

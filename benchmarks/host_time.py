@@ -66,11 +66,13 @@ def loop_wait(module, cfg, data, ahead, step_seconds, batches=30):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("scripts", nargs="*", default=SCRIPTS)
-    p.add_argument("--size", default="base")
-    p.add_argument("--mfu", type=float, default=0.45, help="the MFU the GPU step is assumed to run at")
-    p.add_argument("--peak", type=float, default=989e12, help="the GPU's dense bf16 FLOP/s (H100, H200: 989e12)")
-    p.add_argument("--prefetch", type=int, default=4, help="batches built ahead, as the scripts' --prefetch")
+    p.add_argument("scripts", nargs="*", default=SCRIPTS, help="(default: all five)")
+    p.add_argument("--size", default="base", help="the preset (default: base)")
+    p.add_argument("--mfu", type=float, default=0.45, help="the MFU the GPU step is assumed to run at (default: 0.45)")
+    p.add_argument("--peak", type=float, default=989e12,
+                   help="the GPU's dense bf16 FLOP/s (default: 989e12, H100 and H200)")
+    p.add_argument("--prefetch", type=int, default=4,
+                   help="batches built ahead, as the scripts' --prefetch (default: 4)")
     args = p.parse_args(argv)
     unknown = [s for s in args.scripts if s not in SCRIPTS]
     if unknown or not 0 < args.mfu <= 1 or args.peak <= 0 or args.prefetch < 1:
