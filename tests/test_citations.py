@@ -29,10 +29,10 @@ PAPERS = {
 OWN = {p["script"]: name for name, p in PAPERS.items()}
 PARENT = {"bert": "gpt", "roberta": "bert", "albert": "bert", "electra": "bert"}
 ID = r"(?:[A-H](?:\.\d+)*|\d+(?:\.\d+)*)"
-ONE = r"(?:§ ?" + ID + r"|(?:Table|Figure) \d+|Appendix [A-H]|[A-H]\.\d+)"
-# a group of citations: an optional paper's name, then citations joined by ", " or " and ", all of that paper
-CITATION = re.compile(r"(?:\b(GPT-1|BERT|RoBERTa|ALBERT|ELECTRA) )?(" + ONE.replace("|[A-H]", "|(?<=§)[A-H]") +
-                      r"(?:(?:, | and )" + ONE + r")*)")
+FIRST = r"(?:§ ?" + ID + r"|(?:Table|Figure) \d+|Appendix [A-H])"  # what opens a group of citations
+ONE = r"(?:" + FIRST + r"|[A-H]\.\d+)"  # what may follow in it: `§3.1, A.1`
+# a group: an optional paper's name, then citations joined by ", " or " and ", all of that paper
+CITATION = re.compile(r"(?:\b(GPT-1|BERT|RoBERTa|ALBERT|ELECTRA) )?(" + FIRST + r"(?:(?:, | and )" + ONE + r")*)")
 
 
 def citations(line, script):
@@ -41,15 +41,15 @@ def citations(line, script):
     for m in CITATION.finditer(line):
         paper = m.group(1) or OWN[script]
         for one in re.findall(ONE, m.group(2)):
-            kind, _, number = one.replace("§ ", "§").partition(" ") if " " in one.replace("§ ", "§") else (
-                "section", "", one.lstrip("§"))
+            kind, number = one.split(" ") if one.startswith(("Table", "Figure", "Appendix")) else (
+                "section", one.lstrip("§ "))
             yield paper, ("section" if kind == "Appendix" else kind.lower(), number)
 
 
 def exists(paper, what):
     kind, number = what
     p = PAPERS[paper]
-    if kind in ("section", "appendix"):
+    if kind == "section":
         return number in p["sections"].split()
     return 1 <= int(number) <= p[kind + "s"]
 
