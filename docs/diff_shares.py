@@ -50,15 +50,20 @@ def hunks(a, b):
         if tag == "equal":
             continue
         changed = old[i1:i2] + new[j1:j2]
-        if i1 >= starts[0] and j1 >= starts[1]:
-            kind = "checkpoint layout"
-        elif any(OURS.search(line) for line in changed):
-            kind = "ours"
-        elif any(CITES.search(line) for line in changed) or any(in_cited[0][i1:i2] + in_cited[1][j1:j2]):
-            kind = "paper"
-        else:
-            kind = "ours"
-        yield kind, changed
+        checkpoints = i1 >= starts[0] and j1 >= starts[1]
+        yield kind(changed, checkpoints, any(in_cited[0][i1:i2] + in_cited[1][j1:j2])), changed
+
+
+def kind(changed, in_checkpoints, in_cited_definition):
+    """What a hunk is, from its changed lines, whether it lies in the checkpoints section and whether
+    the docstring of the definition around it cites a paper (docs/site.py tags hunks with it too)."""
+    if in_checkpoints:
+        return "checkpoint layout"
+    if any(OURS.search(line) for line in changed):
+        return "ours"
+    if any(CITES.search(line) for line in changed) or in_cited_definition:
+        return "paper"
+    return "ours"
 
 
 def shares(a, b):

@@ -406,7 +406,7 @@ def test_help_lists_every_option():
 
 
 ENTRY_POINTS = ["gpt.py", "bert.py", "roberta.py", "albert.py", "electra.py", "bench.py", "compare.py", "finetune.py",
-                "plot.py"] + [f"benchmarks/{p.name}" for p in sorted((ROOT / "benchmarks").glob("*.py"))
+                "plot.py", "docs/site.py"] + [f"benchmarks/{p.name}" for p in sorted((ROOT / "benchmarks").glob("*.py"))
                               if "argparse" in p.read_text()]  # gpu_table.py takes two folders, no options
 
 
