@@ -113,6 +113,14 @@ class LMLoss(torch.autograd.Function):
         return grad * (scale * g).to(grad.dtype)[:, None], None, None
 
 
+def lm_loss(logits, targets):
+    """LMLoss where it is the faster, eager on a CPU; compiled (its loop unrolled) or on a GPU, the
+    plain F.cross_entropy (benchmarks/RESULTS.md)."""
+    if logits.device.type != "cpu" or torch.compiler.is_compiling():
+        return F.cross_entropy(logits.float(), targets)
+    return LMLoss.apply(logits, targets)
+
+
 class Model(nn.Module):
     """The left-to-right Transformer decoder and its LM head, tied to the token embeddings, §3.1."""
 
@@ -150,7 +158,7 @@ class Model(nn.Module):
         logits = self.head(self.encode(input_ids, attention_mask))
         if targets is None:
             return logits, None
-        loss = LMLoss.apply(logits.flatten(0, 1), targets.flatten())  # (B·T, V), (B·T,)
+        loss = lm_loss(logits.flatten(0, 1), targets.flatten())  # (B·T, V), (B·T,)
         return logits, loss
 
     @torch.no_grad()

@@ -18,9 +18,10 @@ FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_c
 # lines below the fence, and above it per script: the paper parts may only shrink. Measured, then raised only by
 # what the learner gained: the pictures of the rows, the named hash streams and mask keys, ELECTRA's named steps
 # (first number); and by lines of at most 100 columns, with docstrings that cite what a definition follows
-# (second number), less the block loops' progress, now in_blocks below the fence (third number)
+# (second number), less the block loops' progress, now in_blocks below the fence (third number); GPT-1's plain
+# loss where the blocked one is the slower, compiled or on a GPU, lm_loss (fourth)
 PLUMBING_BUDGET = 836 + 5  # measured, + in_blocks; the goal is 500 (docs/layout.md): only a new feature may raise it
-PAPER_BUDGET = {"gpt": 477 + 0 + 36, "bert": 572 + 12 + 46 - 2, "roberta": 517 + 9 + 41 - 1,
+PAPER_BUDGET = {"gpt": 477 + 0 + 36 + 8, "bert": 572 + 12 + 46 - 2, "roberta": 517 + 9 + 41 - 1,
                 "albert": 620 + 11 + 60 - 2, "electra": 693 + 13 + 69 - 1}
 SECTIONS = ["config", "model", "objective", "tokenizer", "fine-tuning", "demo", "checkpoints: the Hugging Face layout"]
 
