@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 MODELS = ["gpt", "bert", "roberta", "albert", "electra"]
 
@@ -45,14 +46,17 @@ def make_batch(name, cfg, B, device, seed=0):
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def full_labels(batch):
-    """(B, T) labels, -100 except at the masked positions: the Hugging Face models' format."""
-    labels = torch.full_like(batch["input_ids"], -100)
-    return labels.scatter(1, batch["mlm_positions"], batch["mlm_labels"])
+def masked_loss(head, states, batch):
+    """The MLM cross-entropy of a Hugging Face head applied at the masked positions only, as ours applies its own:
+    both project B x P rows onto the vocabulary, not B x T (equal work, so the ratio compares implementations)."""
+    h = states.gather(1, batch["mlm_positions"][..., None].expand(-1, -1, states.shape[-1]))  # (B, P, H)
+    logits = head(h)  # (B, P, V)
+    return logits, F.cross_entropy(logits.flatten(0, 1).float(), batch["mlm_labels"].flatten())
 
 
 def reference(name, cfg):
-    """The Hugging Face counterpart of `cfg`, and a function of a batch that returns its pretraining loss."""
+    """The Hugging Face counterpart of `cfg`, and a function of a batch that returns its pretraining loss: its
+    encoder and its heads, the vocabulary projection at the masked positions only (masked_loss)."""
     import transformers as tf
 
     common = dict(vocab_size=cfg.vocab_size, num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
@@ -67,17 +71,24 @@ def reference(name, cfg):
     if name == "bert":
         model = tf.BertForPreTraining(tf.BertConfig(hidden_size=cfg.hidden, max_position_embeddings=cfg.max_len,
                                                     type_vocab_size=cfg.type_vocab, **common))
-        return model, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b),
-                                      next_sentence_label=b["pair_labels"]).loss
+        def loss(b):
+            out = model.bert(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            mlm = masked_loss(model.cls.predictions, out.last_hidden_state, b)[1]
+            return mlm + F.cross_entropy(model.cls.seq_relationship(out.pooler_output).float(), b["pair_labels"])
+        return model, loss
     if name == "roberta":
         model = tf.RobertaForMaskedLM(tf.RobertaConfig(hidden_size=cfg.hidden, max_position_embeddings=cfg.max_len,
                                                        type_vocab_size=1, pad_token_id=1, **common))
-        return model, lambda b: model(b["input_ids"], b["attention_mask"], labels=full_labels(b)).loss
+        return model, lambda b: masked_loss(model.lm_head, model.roberta(b["input_ids"], b["attention_mask"])
+                                            .last_hidden_state, b)[1]
     if name == "albert":
         model = tf.AlbertForPreTraining(tf.AlbertConfig(embedding_size=cfg.embed, hidden_size=cfg.hidden,
                                                         max_position_embeddings=cfg.max_len, **common))
-        return model, lambda b: model(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b),
-                                      sentence_order_label=b["pair_labels"]).loss
+        def loss(b):
+            out = model.albert(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            mlm = masked_loss(model.predictions, out.last_hidden_state, b)[1]
+            return mlm + F.cross_entropy(model.sop_classifier(out.pooler_output).float(), b["pair_labels"])
+        return model, loss
     import electra
 
     g = cfg.gen_hidden
@@ -90,11 +101,11 @@ def reference(name, cfg):
     gen.generator_lm_head.weight = disc.electra.embeddings.word_embeddings.weight
 
     def loss(b):
-        out = gen(b["input_ids"], b["attention_mask"], b["token_type_ids"], labels=full_labels(b))
-        positions = b["mlm_positions"][..., None].expand(-1, -1, out.logits.shape[-1])
+        states = gen.electra(b["input_ids"], b["attention_mask"], b["token_type_ids"]).last_hidden_state
+        logits, mlm = masked_loss(lambda h: gen.generator_lm_head(gen.generator_predictions(h)), states, b)
         fake, replaced = electra.sample_replacements(b["input_ids"], b["mlm_positions"], b["mlm_labels"],
-                                                     out.logits.gather(1, positions))  # the same sampling as ours
-        return out.loss + 50 * disc(fake, b["attention_mask"], b["token_type_ids"], labels=replaced.float()).loss
+                                                     logits)  # the same sampling as ours
+        return mlm + 50 * disc(fake, b["attention_mask"], b["token_type_ids"], labels=replaced.float()).loss
 
     return torch.nn.ModuleDict({"generator": gen, "discriminator": disc}), loss
 
@@ -179,6 +190,9 @@ def table(rows, device):
         head += ["ours MFU", "HF MFU", "ours MB", "HF MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | failed: {r['error'][:120]} |")
+            continue
         cells = [r["model"], f"{r['params'] / 1e6:.2f}M", f"{r['batch']} × {r['seq_len']}",
                  f"{r['ours']['tokens_per_s']:,}", f"{r['hf']['tokens_per_s']:,}", f"{r['ratio']:.2f}×"]
         if device.type == "cuda":
@@ -256,10 +270,17 @@ def main(argv=None):
         if args.size not in importlib.import_module(model).PRESETS:
             print(f"{model}: no {args.size!r} preset, skipped", file=sys.stderr)
             continue
-        rows.append(bench_one(model, args, device, amp))
-        r = rows[-1]
-        print(f"{model}: ours {r['ours']['tokens_per_s']:,} tok/s, HF {r['hf']['tokens_per_s']:,} tok/s "
-              f"({r['ratio']:.2f}×)", file=sys.stderr)
+        torch._dynamo.reset()  # each model compiled afresh: no cache, guard or dynamic shape from the last
+        try:
+            rows.append(bench_one(model, args, device, amp))
+        except Exception as e:  # one model's failure is its row; the next model still runs
+            rows.append({"model": model, "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"})
+            print(f"{model}: failed: {rows[-1]['error']}", file=sys.stderr)
+            torch.cuda.empty_cache()
+        else:
+            r = rows[-1]
+            print(f"{model}: ours {r['ours']['tokens_per_s']:,} tok/s, HF {r['hf']['tokens_per_s']:,} tok/s "
+                  f"({r['ratio']:.2f}×)", file=sys.stderr)
         tmp = out.with_suffix(".tmp")  # after each model, whole: a stopped run keeps what it measured
         tmp.write_text(json.dumps({**meta, "results": rows}, indent=2) + "\n")
         tmp.replace(out)
@@ -267,7 +288,7 @@ def main(argv=None):
           f"median of {args.steps} steps")
     print(table(rows, device))
     print(f"results written to {out}")
-    return 0
+    return 1 if any("error" in r for r in rows) else 0
 
 
 if __name__ == "__main__":

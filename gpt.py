@@ -1105,7 +1105,8 @@ def train(args):
     state = load_checkpoint(ckpt) if args.resume else None
     if state is None and ckpt.exists() and not args.prepare_only:  # never overwrite a run
         raise UserError(f"{ckpt} exists: pass --resume to continue it, or choose another --out")
-    given = {k: v for k in ("steps", "batch_size", "grad_accum", "lr") if (v := getattr(args, k))}
+    given = {k: v for k in ("steps", "batch_size", "grad_accum", "lr", "log_interval", "eval_examples")
+             if (v := getattr(args, k))}
     cfg = dataclasses.replace(Config(**state["config"]) if state else PRESETS[args.size], **given)
     pretrained = None if state or not args.from_pretrained else Model.from_pretrained(
         args.from_pretrained, cfg)
@@ -1297,6 +1298,8 @@ def build_parser():
     add("--batch-size", type=number("--batch-size", int), help=f"sequences a micro-batch {preset}")
     add("--grad-accum", type=number("--grad-accum", int), help=f"micro-batches per step {preset}")
     add("--lr", type=number("--lr", float), help=f"peak learning rate {preset}")
+    add("--log-interval", type=number("--log-interval", int), help=f"steps a log line {preset}")
+    add("--eval-examples", type=number("--eval-examples", int), help=f"sequences an evaluation {preset}")
     add("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
         help="auto (the default): CUDA, then MPS, then CPU")
     add("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

@@ -1,99 +1,105 @@
 #!/usr/bin/env bash
-# The GPU check of the five scripts at base size, in one run of under ten minutes (on the device machine):
-#   1. each script's data prepared (--prepare-only, in parallel on the CPUs) while `pytest -m gpu` runs;
-#   2. a short `--train --size base --compile` of each script: 200 steps, of which the last 100 (steady state,
-#      compilation excluded) give tokens/s, MFU and the host's data share (metrics.jsonl);
-#   3. `bench.py --device cuda --size base --seq-len 512 --compile` for all five: ours against Hugging Face, each
-#      of our models profiled for 3 more steps;
-#   4. one table (benchmarks/gpu_table.py), then the profile of the script furthest below a target.
-# Each stage gets what is left before the deadline (GPU_CHECK_SECONDS, default 540), in that order: a slow stage
-# costs the later ones, never the table, and what did not fit is named under it.
-# Usage: bash benchmarks/gpu_check.sh [SCRIPT ...]   (default: all five)
-#        GPU_CHECK_STAGES="bench" bash benchmarks/gpu_check.sh roberta albert   (stages: pytest train bench)
-# In $OUT (default /tmp/gpu_check): table.md, meta.txt, train.log (every run's log), bench.json,
-# bench.log, profile.txt. GPU_CHECK_SMOKE=1: the same stages on the CPU at the tiny size, a few steps each.
+# The GPU check, planned to fit its window (benchmarks/gpu_plan.py prints the plan first; docs/gpus.md):
+#   bash benchmarks/gpu_check.sh [SCRIPT ...]       the first slot: the fp16 CUDA test while each script's data is
+#                                                   prepared, then each trained at base with --compile, 200 steps,
+#                                                   the never-run scripts first (roberta albert electra gpt bert)
+#   bash benchmarks/gpu_check.sh electra            a rerun of one script on the warm machine: its prepared data in
+#                                                   $RUNS is kept, the other scripts' logs too (one table of all)
+#   GPU_CHECK_STAGES=bench bash benchmarks/gpu_check.sh      a second slot: bench.py, ours against Hugging Face
+#   GPU_CHECK_STAGES=compare bash benchmarks/gpu_check.sh    a second slot: compare.py --size small --budget 1.5e16
+#   GPU_CHECK_DRY=1 ...        print the plan for one H100 and stop (no GPU needed)
+#   GPU_CHECK_SMOKE=1 ...      the same stages on the CPU at the tiny size, a few steps
+#   GPU_CHECK_SMOKE=base ...   the same stages on the CPU at base shapes: 2 steps of one sequence, compiled, and an
+#                              evaluation of 2 sequences, so that shape, memory-plan and compile errors show up here
+# Everything comes back in $OUT (default /tmp/gpu_check): plan.txt, meta.txt, table.md, logs/ (each stage's log and
+# each run's metrics.jsonl), bench-MODELS.json and profile-bench-MODELS.txt (one each a bench slot). Run folders
+# (prepared data, checkpoints) stay in $RUNS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
-RUNS=${RUNS:-/tmp/gpu_check_runs}  # run folders and their logs: checkpoints stay on the machine
-START=$(date +%s)
-DEADLINE=$(( START + ${GPU_CHECK_SECONDS:-540} ))
-if [ $# -gt 0 ]; then SCRIPTS=("$@"); else SCRIPTS=(gpt bert roberta albert electra); fi
-STAGES=" ${GPU_CHECK_STAGES:-pytest train bench} "
-for s in "${SCRIPTS[@]}"; do
-  case $s in gpt|bert|roberta|albert|electra) ;; *) echo "error: unknown script $s" >&2; exit 2 ;; esac
-done
+RUNS=${RUNS:-/tmp/gpu_check_runs}
+STAGE=${GPU_CHECK_STAGES:-train}
+PYTHON=${PYTHON:-$(command -v python3 || command -v python)}
+case $STAGE in train|bench|compare) ;; *) echo "error: GPU_CHECK_STAGES=$STAGE: train, bench or compare" >&2; exit 2;; esac
+case ${GPU_CHECK_SMOKE:-} in "") smoke=();; 1) smoke=(--smoke tiny);; base) smoke=(--smoke base);;
+  *) echo "error: GPU_CHECK_SMOKE=$GPU_CHECK_SMOKE: 1 or base" >&2; exit 2;; esac
+mkdir -p "$OUT/logs" "$RUNS" || exit 2
+rm -f "$OUT"/{plan.txt,plan.env,meta.txt}
+[ "$STAGE" = compare ] || rm -f "$OUT/table.md"
+"$PYTHON" benchmarks/gpu_plan.py "$STAGE" "$@" "${smoke[@]}" --env "$OUT/plan.env" | tee "$OUT/plan.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 2
+[ -n "${GPU_CHECK_DRY:-}" ] && exit 0
+source "$OUT/plan.env"
 export PYTHONUNBUFFERED=1
-rm -rf "$RUNS" && mkdir -p "$OUT" "$RUNS" || exit 2
-rm -f "$OUT"/{table.md,meta.txt,train.log,bench.json,bench.log,profile.txt}
+START=$(date +%s)
+DEADLINE=$(( START + ${GPU_CHECK_SECONDS:-$DEADLINE_S} ))
+limit() {  # a stage's time limit: its own, or what is left before the deadline (less 10 s for the table)
+  local left=$(( DEADLINE - $(date +%s) - 10 ))
+  echo $(( $1 < left ? $1 : left ))
+}
 
-PYTHON=${PYTHON:-python}  # the interpreter to run everything with (tests pass their own)
-if [ -n "${GPU_CHECK_SMOKE:-}" ]; then
-  DEVICE=cpu SIZE=tiny STEPS=4 BENCH=(--device cpu --size tiny --steps 2 --warmup 1)
-  declare -A BATCH=([gpt]="8 × 128" [bert]="8 × 128" [roberta]="8 × 128" [albert]="8 × 128" [electra]="8 × 32")
-else
-  DEVICE=cuda SIZE=base STEPS=200 BENCH=(--device cuda --size base --seq-len 512 --batch-size 32 --compile
-                                         --steps 10 --warmup 3)
-  # each script's preset micro-batch and sequence, one micro-batch a step; ELECTRA's 256 sequences cut to 64
-  declare -A BATCH=([gpt]="64 × 512" [bert]="256 × 128" [roberta]="32 × 512" [albert]="64 × 512"
-                    [electra]="64 × 512")
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$OUT/meta.txt"
-fi
+# what every stage needs, imported, in one line; and the device
+need=(torch numpy tokenizers safetensors filelock)
+[ "$STAGE" = train ] && [ -n "$PYTEST_ARGS" ] && need+=(pytest)
+[ "$STAGE" != train ] && need+=(transformers)
+"$PYTHON" -c '
+import importlib, sys
+missing = []
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        missing.append(f"{name} ({type(e).__name__})")
+print(f"imports: {sys.executable}: " + ("missing " + ", ".join(missing) if missing else "all found"))
+sys.exit(bool(missing))' "${need[@]}" | tee "$OUT/meta.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || exit 2
+[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/meta.txt"
 "$PYTHON" -c "import sys, torch; print('torch', torch.__version__, '· Python', sys.version.split()[0], end=' · ')" \
   >> "$OUT/meta.txt"
 date +%F >> "$OUT/meta.txt"
 
-left() {  # seconds before the deadline, less a reserve for the table
-  echo $(( DEADLINE - $(date +%s) - 10 ))
-}
-
-# 1. the data, in parallel on the CPUs; the CUDA tests meanwhile
-for s in "${SCRIPTS[@]}"; do
-  [[ $STAGES == *" train "* ]] && timeout "$(left)" "$PYTHON" "$s.py" --prepare-only --size "$SIZE" --out "$RUNS/$s" \
-    > "$RUNS/$s.log" 2>&1 &
-done
-if [ "$DEVICE" = cuda ] && [[ $STAGES == *" pytest "* ]]; then
-  budget=$(left)
-  timeout "$(( budget < 150 ? budget : 150 ))" "$PYTHON" -m pytest -q -m gpu tests > "$RUNS/pytest.log" 2>&1
-  echo "pytest -m gpu: rc=$? $(tail -1 "$RUNS/pytest.log")" | tee -a "$OUT/meta.txt"
-fi
-wait
-
-# 2. the training runs
-for s in "${SCRIPTS[@]}"; do
-  [[ $STAGES == *" train "* ]] || break
-  log="$RUNS/$s.log"
-  budget=$(left)
-  echo "micro-batch: ${BATCH[$s]}" >> "$log"
-  if [ "$budget" -lt 30 ]; then
-    echo "rc=skipped: the deadline" >> "$log"; continue
+if [ "$STAGE" = train ]; then
+  # 1. each script's data, in parallel on the CPUs (kept from an earlier run); the CUDA test meanwhile
+  for s in "${RUN[@]}"; do
+    timeout -k 10 "$(limit 300)" "$PYTHON" "$s.py" --prepare-only --size "$SIZE" --out "$RUNS/$s" \
+      > "$OUT/logs/$s.prepare.log" 2>&1 &
+  done
+  if [ -n "$PYTEST_ARGS" ]; then
+    timeout -k 10 "$(limit 120)" "$PYTHON" -m pytest -q $PYTEST_ARGS tests > "$OUT/logs/pytest.log" 2>&1
+    echo "pytest $PYTEST_ARGS: rc=$? $(tail -1 "$OUT/logs/pytest.log")" | tee -a "$OUT/meta.txt"
   fi
-  read -r batch _ <<< "${BATCH[$s]}"
-  extra=(--batch-size "$batch" --grad-accum 1 --steps "$STEPS")
-  [ "$DEVICE" = cuda ] && extra+=(--compile)
-  [ "$s" = gpt ] && extra+=(--max-new-tokens 2)
-  t0=$(date +%s)
-  timeout "$(( budget < 240 ? budget : 240 ))" "$PYTHON" "$s.py" --train --size "$SIZE" --device "$DEVICE" \
-    --out "$RUNS/$s" "${extra[@]}" >> "$log" 2>&1
-  echo "rc=$? wall=$(( $(date +%s) - t0 ))s" >> "$log"
-  echo "$s.py: $(grep -E '^ +[0-9]+ \|' "$log" | tail -1 | cut -c1-100) ($(tail -1 "$log"))"
-done
-
-# 3. ours against Hugging Face, each of ours profiled
-budget=$(left)
-if [[ $STAGES != *" bench "* ]]; then
-  echo "rc=not asked for" > "$OUT/bench.log"
-elif [ "$budget" -ge 30 ]; then
-  models=$(IFS=,; echo "${SCRIPTS[*]}")
-  timeout "$budget" "$PYTHON" bench.py "${BENCH[@]}" --models "$models" --json "$OUT/bench.json" \
-    --profile "$OUT/profile.txt" > "$OUT/bench.log" 2>&1
-  echo "rc=$?" >> "$OUT/bench.log"
+  wait
+  # 2. the training runs, in the plan's order
+  for s in "${RUN[@]}"; do
+    batch=BATCH_$s seq=SEQ_$s own=LIMIT_$s log="$OUT/logs/$s.log"
+    echo "micro-batch: ${!batch} × ${!seq}" > "$log"
+    budget=$(limit "${!own}")
+    if [ "$budget" -lt 20 ]; then
+      echo "rc=skipped: the deadline" >> "$log"; continue
+    fi
+    rm -f "$RUNS/$s"/ckpt*.pt "$RUNS/$s/metrics.jsonl"  # a rerun trains anew on the prepared data
+    extra=(--batch-size "${!batch}" --grad-accum 1 --steps "$STEPS" --log-interval "$INTERVAL" $TRAIN_ARGS)
+    [ "$s" = gpt ] && extra+=(--max-new-tokens 2)
+    t0=$(date +%s)
+    timeout -k 10 "$budget" "$PYTHON" "$s.py" --train --size "$SIZE" --device "$DEVICE" --out "$RUNS/$s" \
+      "${extra[@]}" >> "$log" 2>&1
+    echo "rc=$? wall=$(( $(date +%s) - t0 ))s" >> "$log"
+    cp "$RUNS/$s/metrics.jsonl" "$OUT/logs/$s.metrics.jsonl" 2> /dev/null
+    echo "$s.py: $(grep -E '^ +[0-9]+ \|' "$log" | tail -1 | cut -c1-100) ($(tail -1 "$log"))"
+  done
+elif [ "$STAGE" = bench ]; then
+  models=$(IFS=,; echo "${RUN[*]}") name=bench-$(IFS=-; echo "${RUN[*]}")  # one set of files a bench slot
+  timeout -k 10 "$(limit "$LIMIT_S")" "$PYTHON" bench.py $BENCH_ARGS --models "$models" --json "$OUT/$name.json" \
+    --profile "$OUT/profile-$name.txt" > "$OUT/logs/$name.log" 2>&1
+  echo "rc=$?" >> "$OUT/logs/$name.log"
 else
-  echo "rc=skipped: the deadline" > "$OUT/bench.log"
+  timeout -k 10 "$(limit "$LIMIT_S")" "$PYTHON" compare.py $COMPARE_ARGS --out "$RUNS/compare" \
+    > "$OUT/logs/compare.log" 2>&1
+  echo "rc=$?" >> "$OUT/logs/compare.log"
+  cp "$RUNS/compare"/*.md "$OUT/logs/" 2> /dev/null
+  tail -25 "$OUT/logs/compare.log"
 fi
 
-# 4. the logs in one file; the table
-for s in "${SCRIPTS[@]}"; do echo "===== $s.py"; cat "$RUNS/$s.log" 2> /dev/null; done > "$OUT/train.log"
-echo "$(( $(date +%s) - START )) s in all" >> "$OUT/meta.txt"
+echo "$(( $(date +%s) - START )) s in all (plan: $PLAN_S s for one H100)" >> "$OUT/meta.txt"
 echo
-"$PYTHON" benchmarks/gpu_table.py "$OUT" "$RUNS" "${SCRIPTS[@]}"
+[ "$STAGE" = compare ] || "$PYTHON" benchmarks/gpu_table.py "$OUT" "$RUNS"

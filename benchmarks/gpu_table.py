@@ -3,8 +3,8 @@ GPU targets (MFU >= 45% for gpt.py and bert.py, ours/HF >= 1.3 and a host data s
 
     python benchmarks/gpu_table.py OUT RUNS [SCRIPT ...]     # the folders gpu_check.sh wrote
 
-Reads RUNS/SCRIPT.log (its `micro-batch:` and `rc=` lines, written by gpu_check.sh), RUNS/SCRIPT/metrics.jsonl,
-OUT/meta.txt, OUT/bench.json, OUT/bench.log and OUT/profile.txt; prints the table, then the profile of the model
+Reads OUT/logs/SCRIPT.log (its `micro-batch:` and `rc=` lines, written by gpu_check.sh), RUNS/SCRIPT/metrics.jsonl,
+OUT/meta.txt, OUT/bench*.json, OUT/logs/bench*.log and OUT/profile*.txt (one of each a bench slot); prints the table, then the profile of the model
 furthest below a target, and writes the table to OUT/table.md. A stage that did not run or failed shows as "—",
 with the reason below the table.
 """
@@ -42,16 +42,16 @@ def records(path):
     return found
 
 
-def training_run(runs, script):
-    """The steady state of the script's run: its last logged interval with a throughput, never the first of a
-    compiled run. Returns (record or None, what went wrong or "")."""
-    log = runs / f"{script}.log"
+def training_run(logs, runs, script):
+    """The steady state of the script's run: its last logged interval with a throughput, and never the first, which
+    holds compilation and warm-up. Returns (record or None, what went wrong or "")."""
+    log = logs / f"{script}.log"
     if not log.exists():
         return None, "not run"
     text = log.read_text(errors="replace")
     timed = [r for r in records(runs / script / "metrics.jsonl") if "tokens_per_s" in r]
     reason, ok = outcome(text)
-    if len(timed) < 1 + ("compiling the model" in text):  # a compiled run's first interval holds the compilation
+    if len(timed) < 2:  # one interval: compilation and warm-up are in it, so it is no steady state
         return None, f"{reason}; {len(timed)} timed interval(s)"
     shape = re.search(r"^micro-batch: (.+)$", text, re.M)
     return {**timed[-1], "shape": shape.group(1) if shape else "—"}, "" if ok else f"{reason} after its steady state"
@@ -94,24 +94,32 @@ def main(argv):
         print("usage: " + __doc__.strip().splitlines()[3].strip(), file=sys.stderr)
         return 2
     out, runs, scripts = Path(argv[0]), Path(argv[1]), argv[2:] or SCRIPTS
-    bench_path, bench_log = out / "bench.json", out / "bench.log"
-    try:
-        bench = json.loads(bench_path.read_text()) if bench_path.exists() else {}
-    except json.JSONDecodeError:
-        bench = {}
-    bench_rows = {r["model"]: r for r in bench.get("results", [])}
-    bench_why = outcome(bench_log.read_text(errors="replace"))[0] if bench_log.exists() else "not run"
+    bench_rows, failed, bench_why = {}, {}, {}
+    for path in sorted(out.glob("bench*.json"), key=lambda p: p.stat().st_mtime):  # one a bench slot; the last wins
+        try:
+            rows = json.loads(path.read_text()).get("results", [])
+        except json.JSONDecodeError:
+            rows = []
+        for r in rows:
+            failed.pop(r["model"], None)
+            if "error" in r:
+                failed[r["model"]] = r["error"]
+            else:
+                bench_rows[r["model"]] = r
+    for log in sorted((out / "logs").glob("bench*.log")):  # logs/bench-roberta-albert.log: those models' slot
+        named = log.stem.split("-")[1:] or SCRIPTS
+        bench_why.update(dict.fromkeys(named, outcome(log.read_text(errors="replace"))[0]))
     head = ["script", "train batch × seq", "tok/s", "MFU", "data", "bench ours tok/s", "HF tok/s", "ours/HF",
             "bench ours MFU", "targets"]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
     notes, gaps = [], {}
     for script in scripts:
-        run, why = training_run(runs, script)
+        run, why = training_run(out / "logs", runs, script)
         b = bench_rows.get(script)
         if why:
             notes.append(f"{script}.py training: {why}")
         if b is None:
-            notes.append(f"{script}.py bench: {bench_why}")
+            notes.append(f"{script}.py bench: {failed.get(script, bench_why.get(script, 'not run'))}")
         lines.append("| " + " | ".join([
             f"{script}.py", run["shape"] if run else "—", fmt(run and run["tokens_per_s"], "int"),
             fmt(run and run.get("mfu"), "pct"),
@@ -123,10 +131,10 @@ def main(argv):
     text = "\n".join(meta + [""] + lines + [f"- {n}" for n in notes]) + "\n"
     (out / "table.md").write_text(text)
     print(text, end="")
-    profile = out / "profile.txt"
+    profiles = "".join(p.read_text() for p in sorted(out.glob("profile*.txt")))
     worst = max(gaps, key=gaps.get, default=None)
-    if worst and gaps[worst] > 0 and profile.exists():
-        sections = re.split(r"^(?===)", profile.read_text(), flags=re.M)
+    if worst and gaps[worst] > 0 and profiles:
+        sections = re.split(r"^(?===)", profiles, flags=re.M)
         found = [s for s in sections if s.startswith(f"== {worst},")]
         if found:
             print(f"\nThe furthest below a target ({worst}.py): its costliest operations in bench.py\n{found[0]}",

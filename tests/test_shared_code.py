@@ -20,7 +20,10 @@ FENCE = "# ===== shared plumbing: identical in every script (tests/test_shared_c
 # (first number); and by lines of at most 100 columns, with docstrings that cite what a definition follows
 # (second number), less the block loops' progress, now in_blocks below the fence (third number); GPT-1's plain
 # loss where the blocked one is the slower, compiled or on a GPU, lm_loss (fourth)
-PLUMBING_BUDGET = 836 + 5  # measured, + in_blocks; the goal is 500 (docs/layout.md): only a new feature may raise it
+# The fence: measured, + in_blocks, + --log-interval and --eval-examples (the GPU check's CPU rehearsal at base
+# shapes: two timed intervals in two steps, a short evaluation); the goal is 500 (docs/layout.md): only a new
+# feature may raise it
+PLUMBING_BUDGET = 836 + 5 + 3
 PAPER_BUDGET = {"gpt": 477 + 0 + 36 + 8, "bert": 572 + 12 + 46 - 2, "roberta": 517 + 9 + 41 - 1,
                 "albert": 620 + 11 + 60 - 2, "electra": 693 + 13 + 69 - 1}
 SECTIONS = ["config", "model", "objective", "tokenizer", "fine-tuning", "demo", "checkpoints: the Hugging Face layout"]
