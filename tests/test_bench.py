@@ -131,6 +131,9 @@ def test_gpu_check_runs_its_stages_and_prints_one_table(tmp_path):
                                                               "bert.prepare.log"]
     assert row in (out / "table.md").read_text() and "rc=0" in (out / "logs" / "bert.log").read_text()
     assert (out / "meta.txt").read_text().startswith(f"imports: {sys.executable}: all found")
+    done = gpu_check(tmp_path, "bert", GPU_CHECK_SMOKE="1")  # a rerun on the warm machine: the data is kept
+    assert done.returncode == 0 and "training the tokenizer" not in (out / "logs" / "bert.prepare.log").read_text()
+    assert "bench ours" in done.stdout and row.split("|")[6] in done.stdout  # the bench row still in the table
 
 
 @pytest.mark.parametrize("stage", ["train", "bench", "compare"])
