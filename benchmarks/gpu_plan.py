@@ -16,7 +16,6 @@ the steps; a cold torch.compile of 40 s a model, 60 s for ELECTRA's two encoders
 import argparse
 import importlib
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -76,36 +75,35 @@ def bench_stage(script):
 
 
 def compare_stage():
-    """compare.py's own plan on CUDA (its --dry-run), in seconds."""
-    done = subprocess.run([sys.executable, str(ROOT / "compare.py"), *COMPARE.split(), "--device", "cuda",
-                           "--dry-run", "--out", "/tmp/gpu_plan_compare"], capture_output=True, text=True, cwd=ROOT)
-    total = done.stdout.rsplit("total about ", 1)[-1].split(",")[0]  # 5m11s, or 1h02m
-    if "h" in total:
-        h, m = total.rstrip("m").split("h")
-        return 3600 * int(h) + 60 * int(m)
-    m, s = total.rstrip("s").split("m")
-    return 60 * int(m) + int(s)
+    """compare.py's own estimate of its run on CUDA (what its --dry-run prints), in seconds."""
+    import compare
+    import finetune
+    import torch
+
+    args = compare.build_parser().parse_args(COMPARE.split())
+    return compare.total_estimate(compare.plan(args), args, finetune.read_task(args.task), torch.device("cuda"))
 
 
 def plan(stage, scripts):
-    """[(what, seconds)] that fit the window in order, and the scripts left out."""
+    """[(what, seconds)] that fit the window in order, the scripts left out, and {script: seconds} of those in."""
     fixed = [("check the imports and the GPU", IMPORTS_S)]
     if stage == "train":
         fixed.append((f"prepare the data (--prepare-only, all in parallel) while pytest {PYTEST} runs", PREPARE_S))
     elif stage == "compare":
-        return fixed + [(f"compare.py {COMPARE} (its own plan, --dry-run)", compare_stage())], [], []
+        return fixed + [(f"compare.py {COMPARE} (its own plan, --dry-run)", math.ceil(compare_stage()))], [], {}
     fixed_end = [("the table (benchmarks/gpu_table.py)", TABLE_S)]
-    stages, left = [], []
+    stages, left, runs = [], [], {}
     total = sum(s for _, s in fixed + fixed_end)
     for script in sorted(scripts, key=ORDER.index):
         what, seconds = (train_stage if stage == "train" else bench_stage)(script)
         seconds = math.ceil(seconds)  # whole seconds, so that the lines add up to the total
         if total + seconds <= WINDOW and not left:
-            stages.append((script, what, seconds))
+            stages.append((what, seconds))
+            runs[script] = seconds
             total += seconds
         else:
             left.append(script)
-    return fixed + [(what, s) for _, what, s in stages] + fixed_end, left, [s for s, _, _ in stages]
+    return fixed + stages + fixed_end, left, runs
 
 
 def main(argv=None):
@@ -138,7 +136,6 @@ def main(argv=None):
 def commands(args, stages, runs):
     """What gpu_check.sh runs, as shell variables: the scripts in order, and per script its micro-batch, sequence
     length and time limit (twice its estimate; on the CPU, a generous fixed one)."""
-    seconds = dict(zip(runs, [sec for _, sec in stages[len(stages) - len(runs) - 1:-1]]))
     if args.smoke is None:
         env = dict(DEVICE="cuda", SIZE="base", STEPS=STEPS, INTERVAL=STEPS // 2, TRAIN_ARGS="--compile",
                    PYTEST_ARGS=PYTEST, BENCH_ARGS=BENCH, COMPARE_ARGS=COMPARE, DEADLINE_S=480)
@@ -156,7 +153,7 @@ def commands(args, stages, runs):
     lines = [f"RUN=({' '.join(runs)})"] + [f"{k}='{v}'" for k, v in env.items()]
     for s in runs:
         cfg = importlib.import_module(s).PRESETS[env["SIZE"]]
-        limit = 2 * seconds[s] if args.smoke is None else 600
+        limit = 2 * runs[s] if args.smoke is None else 600
         lines += [f"BATCH_{s}={batch[s]}", f"SEQ_{s}={cfg.seq_len}", f"LIMIT_{s}={limit:.0f}"]
     total = sum(s for _, s in stages)
     return "\n".join(lines + [f"PLAN_S={total:.0f}", f"LIMIT_S={2 * total if args.smoke is None else 1200:.0f}"]) + "\n"

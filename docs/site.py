@@ -21,6 +21,7 @@ import argparse
 import ast
 import contextlib
 import difflib
+import functools
 import html
 import importlib
 import os
@@ -41,7 +42,6 @@ import diff_shares  # noqa: E402
 
 SCRIPTS = ["gpt", "bert", "roberta", "albert", "electra"]
 DIFFS = diff_shares.DIFFS
-FENCE = diff_shares.FENCE
 WALKTHROUGHS = {("gpt", "bert"): "docs/gpt-and-bert.md", ("bert", "roberta"): "docs/diff-bert-roberta.md",
                 ("bert", "albert"): "docs/diff-bert-albert.md", ("bert", "electra"): "docs/diff-bert-electra.md"}
 # every external link of the site: each script's paper (the version its docstring pins) and release
@@ -72,9 +72,10 @@ CONTEXT = 3  # lines around a change
 # --- reading the scripts ---
 
 
+@functools.cache  # every page reads the scripts: once each
 def paper_part(script):
     """The script's lines above the fence (what differs between scripts; the plumbing never does)."""
-    return (ROOT / f"{script}.py").read_text().split(FENCE)[0].splitlines()
+    return tuple(diff_shares.paper_part(script))
 
 
 @dataclass
@@ -136,6 +137,7 @@ def about(script):
     return m.group(1), m.group(2), m.group(3)
 
 
+@functools.cache
 def highlighted(script):
     """The paper part's lines as highlighted HTML, one string a line."""
     text = "\n".join(paper_part(script)) + "\n"
@@ -161,10 +163,6 @@ class Entry:
     b: Unit = None
     hunks: list = field(default_factory=list)
 
-    @property
-    def changed(self):
-        return sum((a is not None) + (b is not None) for h in self.hunks for k, a, b in h.rows if k == "chg")
-
 
 def aligned(a, b):
     """The diff of two paper parts, definition by definition: entries in b's order, each of a's own
@@ -183,8 +181,8 @@ def aligned(a, b):
         entries.insert(at, Entry(u.name, u.section, u, None))
         after = u.name
     for e in entries:
-        old = la[e.a.start - 1:e.a.end] if e.a else []
-        new = lb[e.b.start - 1:e.b.end] if e.b else []
+        old = la[e.a.start - 1:e.a.end] if e.a else ()
+        new = lb[e.b.start - 1:e.b.end] if e.b else ()
         o0, n0 = (e.a.start if e.a else 0), (e.b.start if e.b else 0)
         matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
         for group in matcher.get_grouped_opcodes(CONTEXT):
@@ -312,16 +310,22 @@ def walkthrough(pair):
 # --- the objectives, drawn from each script's get_batch ---
 
 
-def prepared(script, folder):
-    """The script's tokenizer and training data on the default corpus at its tiny preset, prepared
-    in `folder` as `--train` prepares a run folder (made once, then read back)."""
+@functools.cache  # roberta's page draws bert's data too
+def prepared(script, folder, run_dir=None):
+    """The script's settings, tokenizer and training data on the default corpus, prepared in
+    `folder` as `--train` prepares a run folder (made once, then read back): its tiny preset's, or
+    a trained run's own (its checkpoint's settings and tokenizer), with the checkpoint (or None)."""
     module = importlib.import_module(script)
-    cfg = module.PRESETS["tiny"]
     Path(folder).mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(sys.stderr):  # the scripts' progress lines
-        corpus = module.read_corpus(None)
-        tokenizer = module.get_tokenizer(folder, corpus, cfg)
-        return module, cfg, tokenizer, module.load_data(corpus, tokenizer, folder, cfg)["train"]
+        corpus, state = module.read_corpus(None), None
+        if run_dir:
+            state = module.load_checkpoint(Path(run_dir) / "ckpt.pt")
+            cfg, tokenizer = module.Config(**state["config"]), state["tokenizer"]
+        else:
+            cfg = module.PRESETS["tiny"]
+            tokenizer = module.get_tokenizer(folder, corpus, cfg)
+        return module, cfg, tokenizer, module.load_data(corpus, tokenizer, folder, cfg)["train"], state
 
 
 def same_instance_twice(module, data, seed, key):
@@ -345,7 +349,7 @@ def fates(batch, row, mask_id):
 def example(script, folder, seed=0, run_dir=None):
     """One training example of the script, as the page draws it: {"rows": [...], ...}. A row is
     {"title", "example", "tokens": [dict per position]}; the test rebuilds each from get_batch."""
-    module, cfg, tok, data = prepared(script, folder / script)
+    module, cfg, tok, data, state = prepared(script, folder / script, run_dir)
     word = tok.id_to_token
     if script == "gpt":
         batch = module.get_batch(data, [0], seed, cfg)
@@ -364,7 +368,7 @@ def example(script, folder, seed=0, run_dir=None):
     if script == "roberta":
         ids = same_instance_twice(module, data, seed, "rows")
         batch = module.get_batch(data, ids, seed, cfg)
-        bert, bert_cfg, bert_tok, bert_data = prepared("bert", folder / "bert")
+        bert, bert_cfg, bert_tok, bert_data, _ = prepared("bert", folder / "bert")
         bert_ids = same_instance_twice(bert, bert_data, seed, "pair_labels")
         bert_batch = bert.get_batch(bert_data, bert_ids, seed, bert_cfg)
         return {"rows": [masked_row(batch, r, data, word, f"roberta.py, epoch {r} (example {i})", i)
@@ -376,12 +380,12 @@ def example(script, folder, seed=0, run_dir=None):
     import torch
 
     batch = module.get_batch(data, [0], seed, cfg)
-    if run_dir:
-        model = module.model_from_checkpoint(Path(run_dir) / "ckpt.pt")
-        source = f"the generator of {run_dir}, at step {module.load_checkpoint(Path(run_dir) / 'ckpt.pt')['step']}"
-    else:
-        torch.manual_seed(seed)
-        model, source = module.Model(cfg), f"an untrained generator (weights of seed {seed})"
+    torch.manual_seed(seed)
+    model = module.Model(cfg)
+    source = f"an untrained generator (weights of seed {seed})"
+    if state:  # a trained run's weights, on data made with its own tokenizer and settings
+        model.load_state_dict(state["model"])
+        source = f"the generator of {run_dir}, at step {state['step']}"
     model.eval()
     sampled, plain = {}, module.sample_replacements
 
@@ -503,7 +507,7 @@ def esc(text):
 
 
 def page(title, body, out, name):
-    nav = " ".join([f'<a href="index.html">Index</a>']
+    nav = " ".join(['<a href="index.html">Index</a>']
                    + [f'<a href="diff-{a}-{b}.html">{a}→{b}</a>' for a, b in DIFFS]
                    + [f'<a href="{s}.html">{s}.py</a>' for s in SCRIPTS])
     text = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -529,9 +533,7 @@ def md_linker(out, source):
     base = Path(source).parent
 
     def link(url):
-        if url.startswith(("http://", "https://")):
-            return url
-        if url.startswith("#"):
+        if url.startswith(("http://", "https://", "#")):  # another site, or this page
             return url
         path, _, anchor = url.partition("#")
         target = os.path.normpath(base / path).replace(os.sep, "/")
@@ -553,8 +555,8 @@ def diff_page(a, b, out):
     before, prose, after = walkthrough((a, b))
     link = md_linker(out, WALKTHROUGHS[(a, b)])
     hunks = [h for e in entries for h in e.hunks]
-    changed = sum(e.changed for e in entries)
     shares = {k: sum(h.kinds.get(k, 0) for h in hunks) for k in KINDS}
+    changed = sum(shares.values())
     name_a, name_b = PAPERS[a][0], PAPERS[b][0]
     body = [f"<h1>What {esc(name_b)} changed: <code>{a}.py</code> → <code>{b}.py</code></h1>",
             f'<p>{changed} changed lines in {len(hunks)} hunks, aligned by definition: '

@@ -303,6 +303,25 @@ def test_the_drawn_examples_are_what_get_batch_returns(built):
     assert "untrained generator" in text(page.find("body")[0])
 
 
+def test_electras_drawing_from_a_trained_run(built, corpus, tmp_path):
+    """--run-dir: the samples come from the run's generator at its last step, on the default corpus encoded with
+    the run's own tokenizer and settings (here a tokenizer trained on another corpus, whose ids mean other words)."""
+    import electra
+
+    run = tmp_path / "run"
+    assert electra.run(electra.main, ["--train", "--device", "cpu", "--data", str(corpus), "--out", str(run),
+                                      "--steps", "2", "--log-interval", "1", "--eval-examples", "8"]) == 0
+    state = electra.load_checkpoint(run / "ckpt.pt")
+    ex = site.example("electra", built[1], run_dir=str(run))
+    assert ex["source"] == f"the generator of {run}, at step 2"
+    drawn = ex["rows"][0]["tokens"]
+    assert [t["text"] for t in drawn] == [state["tokenizer"].id_to_token(t["id"]) for t in drawn]
+    assert [t["text"] for t in drawn] != [state["tokenizer"].id_to_token(int(c["id"]))
+                                          for c in chips(read(built[0], "electra"))["electra", 0]]
+    for t in drawn:
+        assert t["replaced"] == int(bool(t["fate"]) and t["sample"] != t["original"])
+
+
 def test_two_builds_give_the_same_bytes(built):
     out, _, first = built
     assert {p.name: p.read_bytes() for p in sorted(out.iterdir())} == first
